@@ -1,0 +1,355 @@
+//! The leaf envelope (DESIGN §3), its RFC 8785 (JCS) canonical bytes, the
+//! strict leaf parser, and producer signatures over JCS(rec).
+//!
+//! ```text
+//! {"rec":{"at":…,"body":{…},"id":…,"kind":…,"producer":…},"seq":41,
+//!  "sig":{"ed25519":…,"key":"<name>+<hex key hash>"},"ts":"…Z","v":1}
+//! ```
+//!
+//! The stored leaf bytes are the truth. They are canonical JCS, so one byte
+//! string corresponds to one envelope, and [`Entry::parse_leaf`] refuses
+//! anything that would re-serialize differently.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::note::{SignerKey, VerifierKey};
+use crate::ts::Timestamp;
+
+/// The only envelope version.
+pub const LEAF_VERSION: u64 = 1;
+/// Largest leaf accepted anywhere: 64 KiB of canonical JSON.
+pub const MAX_LEAF_BYTES: usize = 64 * 1024;
+/// Longest `rec.id`, `rec.producer` and `rec.at`, in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Deepest JSON nesting accepted in a record body.
+pub const MAX_DEPTH: usize = 32;
+
+/// Errors about one leaf or record. Messages name the field at fault.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LeafError {
+    /// Over [`MAX_LEAF_BYTES`].
+    #[error("leaf is {0} bytes, over the {MAX_LEAF_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// Not UTF-8.
+    #[error("leaf is not valid UTF-8")]
+    NotUtf8,
+    /// Not JSON, or not the envelope shape.
+    #[error("leaf is not a valid envelope: {0}")]
+    Json(String),
+    /// Valid JSON that is not byte-for-byte RFC 8785 canonical.
+    #[error("leaf is not RFC 8785 canonical JSON (first difference at byte {0})")]
+    NotCanonical(usize),
+    /// A number that JCS cannot represent exactly (outside I-JSON).
+    #[error("field {0}: integer is not exactly representable as an IEEE 754 double")]
+    Number(String),
+    /// A field with a bad value.
+    #[error("field {field}: {why}")]
+    Field {
+        /// Dotted path of the field.
+        field: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// The producer signature does not verify.
+    #[error("producer signature by {key} does not verify over JCS(rec)")]
+    BadSignature {
+        /// Key id named in the signature.
+        key: String,
+    },
+}
+
+fn field_err(field: &str, why: impl Into<String>) -> LeafError {
+    LeafError::Field { field: field.to_string(), why: why.into() }
+}
+
+/// A producer's record: what a service submits, and what it signs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Unique per producer; retries reuse it.
+    pub id: String,
+    /// Record kind; its body schema is `schemas/kinds/<kind>.json`.
+    pub kind: String,
+    /// The producing service's name (also its key name).
+    pub producer: String,
+    /// The producer's own RFC 3339 time for the event.
+    pub at: String,
+    /// Kind-specific content.
+    pub body: Value,
+}
+
+/// A producer's signature over JCS(rec).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProducerSig {
+    /// `name+hexhash` of the producer's verifier key.
+    pub key: String,
+    /// Base64 Ed25519 signature.
+    pub ed25519: String,
+}
+
+/// The leaf envelope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Envelope version; always [`LEAF_VERSION`].
+    pub v: u64,
+    /// Position in the log, from 0.
+    pub seq: u64,
+    /// Ledger time, canonical microsecond UTC.
+    pub ts: String,
+    /// The record.
+    pub rec: Record,
+    /// Producer signature; absent only for producers configured as unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<ProducerSig>,
+}
+
+/// RFC 8785 canonical bytes of a JSON value. Refuses integers that an
+/// IEEE 754 double cannot hold exactly, since JCS would silently change them.
+pub fn canonical_json(value: &Value) -> Result<Vec<u8>, LeafError> {
+    check_numbers(value, "$", 0)?;
+    serde_json_canonicalizer::to_vec(value).map_err(|e| LeafError::Json(e.to_string()))
+}
+
+fn check_numbers(v: &Value, path: &str, depth: usize) -> Result<(), LeafError> {
+    if depth > MAX_DEPTH {
+        return Err(field_err(path, format!("nested deeper than {MAX_DEPTH} levels")));
+    }
+    match v {
+        Value::Number(n) => {
+            let exact = if let Some(u) = n.as_u64() {
+                (u as f64) as u64 == u && u <= (1u64 << 53)
+            } else if let Some(i) = n.as_i64() {
+                (i as f64) as i64 == i && i >= -(1i64 << 53)
+            } else {
+                n.as_f64().is_some_and(f64::is_finite)
+            };
+            if !exact {
+                return Err(LeafError::Number(path.to_string()));
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                check_numbers(x, &format!("{path}[{i}]"), depth + 1)?;
+            }
+        }
+        Value::Object(o) => {
+            for (k, x) in o {
+                check_numbers(x, &format!("{path}.{k}"), depth + 1)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn check_text(field: &str, s: &str, max: usize) -> Result<(), LeafError> {
+    if s.is_empty() {
+        return Err(field_err(field, "must not be empty"));
+    }
+    if s.len() > max {
+        return Err(field_err(field, format!("longer than {max} bytes")));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(field_err(field, "contains a control character"));
+    }
+    Ok(())
+}
+
+/// A kind name: `[a-z][a-z0-9_]{0,63}`.
+pub fn check_kind(kind: &str) -> Result<(), LeafError> {
+    let ok = (1..=64).contains(&kind.len())
+        && kind.as_bytes()[0].is_ascii_lowercase()
+        && kind.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(field_err("rec.kind", format!("{kind:?} is not a kind name ([a-z][a-z0-9_]{{0,63}})")))
+    }
+}
+
+impl Record {
+    /// Checks the envelope fields of the record (not the body's schema).
+    pub fn check(&self) -> Result<(), LeafError> {
+        check_text("rec.id", &self.id, MAX_ID_BYTES)?;
+        check_kind(&self.kind)?;
+        check_text("rec.producer", &self.producer, MAX_ID_BYTES)?;
+        crate::note::check_name(&self.producer)
+            .map_err(|_| field_err("rec.producer", "must be a key name: no spaces or '+'"))?;
+        check_text("rec.at", &self.at, 64)?;
+        if chrono::DateTime::parse_from_rfc3339(&self.at).is_err() {
+            return Err(field_err("rec.at", format!("{:?} is not an RFC 3339 time", self.at)));
+        }
+        if !self.body.is_object() {
+            return Err(field_err("rec.body", "must be a JSON object"));
+        }
+        Ok(())
+    }
+
+    /// JCS(rec): the bytes a producer signs.
+    pub fn signing_bytes(&self) -> Result<Vec<u8>, LeafError> {
+        let v = serde_json::to_value(self).map_err(|e| LeafError::Json(e.to_string()))?;
+        canonical_json(&v)
+    }
+
+    /// Signs the record with a producer key. The key name must be the producer.
+    pub fn sign(&self, key: &SignerKey) -> Result<ProducerSig, LeafError> {
+        if key.name() != self.producer {
+            return Err(field_err("sig.key", format!("key {} cannot sign for producer {:?}", key.id(), self.producer)));
+        }
+        let bytes = self.signing_bytes()?;
+        Ok(ProducerSig { key: key.id(), ed25519: B64.encode(key.sign(&bytes)) })
+    }
+
+    /// Verifies a producer signature with the given key (which the caller
+    /// has already found valid for this record's time and producer).
+    ///
+    /// Success does **not** prove the key was valid when the entry was
+    /// appended; check that against the key history.
+    pub fn verify(&self, sig: &ProducerSig, key: &VerifierKey) -> Result<(), LeafError> {
+        self.check_sig_binding(sig)?;
+        if sig.key != key.id() {
+            return Err(field_err("sig.key", format!("names {}, not {}", sig.key, key.id())));
+        }
+        let raw = decode_sig(&sig.ed25519)?;
+        if key.verify(&self.signing_bytes()?, &raw) {
+            Ok(())
+        } else {
+            Err(LeafError::BadSignature { key: sig.key.clone() })
+        }
+    }
+
+    /// Checks that `sig.key` names a key of this record's producer.
+    pub fn check_sig_binding(&self, sig: &ProducerSig) -> Result<(), LeafError> {
+        let (name, hash) = sig.key.split_once('+').ok_or_else(|| field_err("sig.key", "must be name+hexhash"))?;
+        if name != self.producer {
+            return Err(field_err(
+                "sig.key",
+                format!("key {} does not belong to producer {:?}", sig.key, self.producer),
+            ));
+        }
+        if hash.len() != 8 || crate::hash::hex_decode(hash).is_none() {
+            return Err(field_err("sig.key", "key hash must be 8 lower-case hex digits"));
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a base64 Ed25519 signature of exactly 64 bytes.
+pub fn decode_sig(s: &str) -> Result<[u8; 64], LeafError> {
+    let raw = B64.decode(s).map_err(|_| field_err("sig.ed25519", "not base64"))?;
+    if B64.encode(&raw) != s {
+        return Err(field_err("sig.ed25519", "not canonical base64"));
+    }
+    raw.try_into().map_err(|_| field_err("sig.ed25519", "an Ed25519 signature is 64 bytes"))
+}
+
+impl Entry {
+    /// The ledger time.
+    pub fn timestamp(&self) -> Result<Timestamp, LeafError> {
+        Timestamp::parse(&self.ts)
+            .ok_or_else(|| field_err("ts", format!("{:?} is not canonical UTC with microseconds", self.ts)))
+    }
+
+    /// Checks every envelope field.
+    pub fn check(&self) -> Result<(), LeafError> {
+        if self.v != LEAF_VERSION {
+            return Err(field_err("v", format!("unsupported envelope version {}", self.v)));
+        }
+        self.timestamp()?;
+        self.rec.check()?;
+        if let Some(sig) = &self.sig {
+            self.rec.check_sig_binding(sig)?;
+            decode_sig(&sig.ed25519)?;
+        }
+        Ok(())
+    }
+
+    /// The canonical leaf bytes.
+    pub fn to_leaf_bytes(&self) -> Result<Vec<u8>, LeafError> {
+        self.check()?;
+        let v = serde_json::to_value(self).map_err(|e| LeafError::Json(e.to_string()))?;
+        let bytes = canonical_json(&v)?;
+        if bytes.len() > MAX_LEAF_BYTES {
+            return Err(LeafError::TooLarge(bytes.len()));
+        }
+        Ok(bytes)
+    }
+
+    /// Parses leaf bytes strictly: within the size cap, UTF-8, the exact
+    /// envelope shape, every field valid, and already RFC 8785 canonical.
+    pub fn parse_leaf(bytes: &[u8]) -> Result<Entry, LeafError> {
+        if bytes.len() > MAX_LEAF_BYTES {
+            return Err(LeafError::TooLarge(bytes.len()));
+        }
+        std::str::from_utf8(bytes).map_err(|_| LeafError::NotUtf8)?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| LeafError::Json(e.to_string()))?;
+        let canon = canonical_json(&value)?;
+        if canon != bytes {
+            let at = canon.iter().zip(bytes).position(|(a, b)| a != b).unwrap_or(canon.len().min(bytes.len()));
+            return Err(LeafError::NotCanonical(at));
+        }
+        let entry: Entry = serde_json::from_value(value).map_err(|e| LeafError::Json(e.to_string()))?;
+        entry.check()?;
+        Ok(entry)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec() -> Record {
+        Record {
+            id: "r-1".into(),
+            kind: "approval".into(),
+            producer: "deploy-bot".into(),
+            at: "2026-11-21T09:30:12Z".into(),
+            body: serde_json::json!({"b": 1, "a": "x"}),
+        }
+    }
+
+    #[test]
+    fn leaf_round_trip_and_signature() {
+        let key = SignerKey::from_seed("deploy-bot", &[3; 32]).expect("name");
+        let r = rec();
+        let sig = r.sign(&key).expect("sign");
+        r.verify(&sig, &key.verifier()).expect("verifies");
+        let e =
+            Entry { v: 1, seq: 41, ts: "2026-11-21T09:30:12.345678Z".into(), rec: r.clone(), sig: Some(sig.clone()) };
+        let bytes = e.to_leaf_bytes().expect("canonical");
+        assert!(bytes.starts_with(br#"{"rec":{"at":"2026-11-21T09:30:12Z","body":{"a":"x","b":1}"#));
+        assert_eq!(Entry::parse_leaf(&bytes).expect("parses"), e);
+
+        let mut tampered = r;
+        tampered.body = serde_json::json!({"b": 2, "a": "x"});
+        assert!(matches!(tampered.verify(&sig, &key.verifier()), Err(LeafError::BadSignature { .. })));
+        let other = SignerKey::from_seed("other-bot", &[3; 32]).expect("name");
+        assert!(rec().sign(&other).is_err(), "a key signs only for its producer");
+    }
+
+    #[test]
+    fn parse_refuses_non_canonical() {
+        let e = Entry { v: 1, seq: 0, ts: "2026-11-21T09:30:12.345678Z".into(), rec: rec(), sig: None };
+        let good = e.to_leaf_bytes().expect("canonical");
+        let s = String::from_utf8(good).expect("utf8");
+        for bad in [
+            s.replace(r#""seq":0"#, r#""seq":0.0"#),
+            s.replace(r#""seq":0"#, r#""seq": 0"#),
+            s.replace(r#"{"rec""#, r#"{"v":1,"rec""#),
+            s.replace(r#""v":1"#, r#""v":2"#),
+            s.replace(r#""x""#, r#""\u0078""#),
+            format!("{s}\n"),
+            s.replace(r#""b":1"#, r#""b":9007199254740993"#),
+        ] {
+            assert!(Entry::parse_leaf(bad.as_bytes()).is_err(), "accepted {bad}");
+        }
+        assert_eq!(Entry::parse_leaf(&[0xff, b'{']), Err(LeafError::NotUtf8));
+    }
+}

@@ -1,0 +1,25 @@
+//! # evident-verify
+//!
+//! The single definition of every Evident format, and the offline
+//! verification core a regulator runs:
+//!
+//! - [`hash`]: RFC 9162 §2.1.1 leaf and node hashing, tree heads.
+//! - [`merkle`]: compact ranges, inclusion and consistency proofs
+//!   (generation over a [`merkle::NodeSource`], strict verification).
+//! - [`note`] and [`checkpoint`]: C2SP signed notes and tlog checkpoints.
+//! - [`leaf`]: the entry envelope, RFC 8785 canonical bytes, producer signatures.
+//!
+//! The core does no I/O: no database, network, clock or random numbers. Time
+//! is always a parameter. The command-line tool lives behind the default
+//! `cli` feature, so the ledger and reporter depend on the library alone.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod checkpoint;
+pub mod hash;
+pub mod leaf;
+pub mod merkle;
+pub mod note;
+pub mod ts;
+
+pub use hash::{Hash, TreeHead, leaf_hash, node_hash};
