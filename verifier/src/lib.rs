@@ -20,6 +20,9 @@ pub mod hash;
 pub mod leaf;
 pub mod merkle;
 pub mod note;
+pub mod pgp;
+pub mod rules;
+pub mod schema;
 pub mod ts;
 
 pub use hash::{Hash, TreeHead, leaf_hash, node_hash};

@@ -1,0 +1,1 @@
+//! WORM anchoring (placeholder, being written).

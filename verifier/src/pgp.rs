@@ -1,0 +1,1 @@
+//! OpenPGP detached-signature verification (placeholder, being written).

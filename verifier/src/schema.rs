@@ -1,0 +1,150 @@
+//! The record-kind JSON Schemas (`schemas/kinds/*.json`, draft 2020-12),
+//! embedded at build time so nothing is resolved from a network or the file
+//! system when evidence is checked.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use thiserror::Error;
+
+/// Every shipped kind and its schema text.
+pub const KINDS: &[(&str, &str)] = &[
+    ("ai_attestation", include_str!("../../schemas/kinds/ai_attestation.json")),
+    ("anchor_receipt", include_str!("../../schemas/kinds/anchor_receipt.json")),
+    ("approval", include_str!("../../schemas/kinds/approval.json")),
+    ("authorization", include_str!("../../schemas/kinds/authorization.json")),
+    ("erasure", include_str!("../../schemas/kinds/erasure.json")),
+    ("execution", include_str!("../../schemas/kinds/execution.json")),
+    ("guardrail_event", include_str!("../../schemas/kinds/guardrail_event.json")),
+    ("hold", include_str!("../../schemas/kinds/hold.json")),
+    ("invariant_result", include_str!("../../schemas/kinds/invariant_result.json")),
+    ("key_event", include_str!("../../schemas/kinds/key_event.json")),
+    ("tool_call", include_str!("../../schemas/kinds/tool_call.json")),
+];
+
+/// Errors validating a record body.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemaError {
+    /// No schema for this kind.
+    #[error("unknown kind {0:?}: no schema under schemas/kinds/")]
+    UnknownKind(String),
+    /// The body violates its kind's schema.
+    #[error("body of kind {kind:?} violates its schema at {path}: {message}")]
+    Invalid {
+        /// The kind.
+        kind: String,
+        /// JSON pointer into `rec.body` of the first violation.
+        path: String,
+        /// What the validator reported.
+        message: String,
+    },
+    /// A shipped schema that does not compile (a build defect).
+    #[error("schema for kind {kind:?} does not compile: {message}")]
+    BadSchema {
+        /// The kind.
+        kind: String,
+        /// The compiler's message.
+        message: String,
+    },
+}
+
+/// Compiled validators for every kind, and the fields each marks `x-pii`.
+pub struct Schemas {
+    kinds: BTreeMap<String, (jsonschema::Validator, Vec<String>)>,
+}
+
+impl std::fmt::Debug for Schemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schemas").field("kinds", &self.kinds.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
+impl Schemas {
+    /// Compiles the embedded schemas.
+    pub fn embedded() -> Result<Schemas, SchemaError> {
+        Schemas::from_texts(KINDS.iter().map(|(k, t)| (k.to_string(), t.to_string())))
+    }
+
+    /// Compiles schemas from `(kind, schema text)` pairs.
+    pub fn from_texts(texts: impl IntoIterator<Item = (String, String)>) -> Result<Schemas, SchemaError> {
+        let mut kinds = BTreeMap::new();
+        for (kind, text) in texts {
+            let bad = |message: String| SchemaError::BadSchema { kind: kind.clone(), message };
+            let value: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+            let validator = jsonschema::draft202012::new(&value).map_err(|e| bad(e.to_string()))?;
+            let pii = value
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|props| {
+                    props
+                        .iter()
+                        .filter(|(_, s)| s.get("x-pii").and_then(Value::as_bool) == Some(true))
+                        .map(|(name, _)| name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            kinds.insert(kind.clone(), (validator, pii));
+        }
+        Ok(Schemas { kinds })
+    }
+
+    /// The known kinds.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.kinds.keys().map(String::as_str)
+    }
+
+    /// Top-level body fields of `kind` marked `"x-pii": true`.
+    pub fn pii_fields(&self, kind: &str) -> Result<&[String], SchemaError> {
+        self.kinds.get(kind).map(|(_, p)| p.as_slice()).ok_or_else(|| SchemaError::UnknownKind(kind.to_string()))
+    }
+
+    /// Validates `body` against the schema of `kind`, reporting the first
+    /// violation with its JSON pointer.
+    pub fn validate(&self, kind: &str, body: &Value) -> Result<(), SchemaError> {
+        let (validator, _) = self.kinds.get(kind).ok_or_else(|| SchemaError::UnknownKind(kind.to_string()))?;
+        match validator.iter_errors(body).next() {
+            None => Ok(()),
+            Some(e) => Err(SchemaError::Invalid {
+                kind: kind.to_string(),
+                path: {
+                    let p = e.instance_path().to_string();
+                    if p.is_empty() { "/".to_string() } else { p }
+                },
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped example body passes, and every invalid one fails.
+    #[test]
+    fn shipped_examples() {
+        let s = Schemas::embedded().expect("schemas compile");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/examples");
+        let mut checked = 0;
+        for (kind, _) in KINDS {
+            let valid: Vec<Value> =
+                serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{kind}.valid.json"))).expect("read"))
+                    .expect("json");
+            for b in &valid {
+                s.validate(kind, b).unwrap_or_else(|e| panic!("{kind}: valid example refused: {e}"));
+                checked += 1;
+            }
+            let invalid: Vec<Value> =
+                serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{kind}.invalid.json"))).expect("read"))
+                    .expect("json");
+            for b in &invalid {
+                assert!(s.validate(kind, &b["body"]).is_err(), "{kind}: accepted invalid example: {}", b["why"]);
+                checked += 1;
+            }
+        }
+        assert!(checked >= KINDS.len() * 5);
+        assert_eq!(s.pii_fields("approval").expect("kind"), ["approver".to_string()]);
+        assert!(matches!(s.validate("nope", &serde_json::json!({})), Err(SchemaError::UnknownKind(_))));
+    }
+}
