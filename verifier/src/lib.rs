@@ -17,10 +17,12 @@
 
 pub mod checkpoint;
 pub mod hash;
+pub mod keys;
 pub mod leaf;
 pub mod merkle;
 pub mod note;
 pub mod pgp;
+pub mod receipt;
 pub mod rules;
 pub mod schema;
 pub mod ts;

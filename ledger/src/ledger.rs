@@ -1,0 +1,806 @@
+//! The ledger handle: validation, group-committed appends, checkpoints,
+//! proofs, receipts and the integrity check.
+//!
+//! ## Append path
+//! 1. *Prepare* (no lock, parallel across callers): envelope checks, size
+//!    limit, schema, PII commitments, producer signature.
+//! 2. *Queue*: the prepared record joins a shared queue.
+//! 3. *Commit*: whichever caller holds the writer lock drains the whole
+//!    queue into one `BEGIN IMMEDIATE` transaction: it re-reads the tree
+//!    size (another process may have appended), resolves `(producer, id)`
+//!    duplicates, assigns `seq` and a non-decreasing `ts`, checks the key is
+//!    valid at `ts`, writes entries and completed tiles, and commits once.
+//!    Every waiter gets its receipt only after that commit is durable.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use evident_verify::checkpoint::{self, Checkpoint};
+use evident_verify::hash::{Hash, TreeHead, leaf_hash};
+use evident_verify::keys::{KeyEventBody, KeyHistory};
+use evident_verify::leaf::{Entry, LEAF_VERSION, ProducerSig, Record};
+use evident_verify::merkle::{self, CompactRange};
+use evident_verify::note::{SignerKey, VerifierKey};
+use evident_verify::receipt::{RECEIPT_FORMAT, Receipt as ReceiptFile};
+use evident_verify::schema::Schemas;
+use evident_verify::ts::Timestamp;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{AppendError, LedgerError, StoreError};
+use crate::privacy::{Privacy, VaultRow};
+use crate::store::{self, Frontier, Synchronous, TileReader, to_i64, to_u64};
+
+/// Default cap on a record's canonical size: 48 KiB, so that a leaf with
+/// its envelope stays under the verifier's 64 KiB leaf limit.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 48 * 1024;
+/// Most records one commit takes from the queue.
+const MAX_GROUP: usize = 4096;
+
+/// How a ledger is opened.
+#[derive(Clone, Debug)]
+pub struct LedgerOptions {
+    /// SQLite file.
+    pub path: PathBuf,
+    /// The log's origin line.
+    pub origin: String,
+    /// The ledger key: signs checkpoints and the ledger's own records.
+    pub key: SignerKey,
+    /// Commit durability.
+    pub synchronous: Synchronous,
+    /// Producers allowed to append unsigned records.
+    pub unsigned_producers: Vec<String>,
+    /// Largest canonical record accepted, in bytes.
+    pub max_record_bytes: usize,
+    /// PII detector and commitment settings.
+    pub privacy: crate::privacy::PrivacyConfig,
+}
+
+impl LedgerOptions {
+    /// Options with defaults for everything but the essentials.
+    pub fn new(path: impl Into<PathBuf>, origin: &str, key: SignerKey) -> LedgerOptions {
+        LedgerOptions {
+            path: path.into(),
+            origin: origin.to_string(),
+            key,
+            synchronous: Synchronous::Full,
+            unsigned_producers: Vec::new(),
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
+            privacy: Default::default(),
+        }
+    }
+}
+
+/// What a producer submits: a record, its signature, and the vault material
+/// for any committed PII fields.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submission {
+    /// The record.
+    pub rec: Record,
+    /// The producer's signature over JCS(rec), unless the producer is unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<ProducerSig>,
+    /// Vault material for committed PII fields (see [`crate::privacy`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vault: Vec<crate::privacy::VaultMaterial>,
+}
+
+impl Submission {
+    /// An unsigned submission.
+    pub fn unsigned(rec: Record) -> Submission {
+        Submission { rec, sig: None, vault: Vec::new() }
+    }
+
+    /// Parses one JSON submission: `{"rec":…,"sig":…}`, or a bare record
+    /// (which is then unsigned).
+    pub fn parse(bytes: &[u8]) -> Result<Submission, AppendError> {
+        if let Err(e) = std::str::from_utf8(bytes) {
+            return Err(AppendError::NotUtf8(e.valid_up_to()));
+        }
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| AppendError::Malformed(e.to_string()))?;
+        let r = if v.get("rec").is_some() {
+            serde_json::from_value(v)
+        } else {
+            serde_json::from_value(v).map(Submission::unsigned)
+        };
+        r.map_err(|e| AppendError::Malformed(e.to_string()))
+    }
+}
+
+/// Proof that a record is stored: returned only once the commit is durable.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendReceipt {
+    /// The entry's position.
+    pub seq: u64,
+    /// RFC 9162 leaf hash of the stored leaf (hex).
+    pub leaf_hash: String,
+    /// Ledger time.
+    pub ts: String,
+    /// True when this was a retry of an already stored record.
+    pub duplicate: bool,
+}
+
+/// A validated record waiting for a commit.
+struct Prepared {
+    rec: Record,
+    sig: Option<ProducerSig>,
+    rec_jcs: Vec<u8>,
+    idkey: i64,
+    vault: Vec<VaultRow>,
+}
+
+struct Slot {
+    result: Mutex<Option<Vec<Result<AppendReceipt, AppendError>>>>,
+}
+
+struct Pending {
+    items: Vec<Prepared>,
+    slot: Arc<Slot>,
+}
+
+struct Writer {
+    conn: Connection,
+    /// Frontier as of the last commit we made or observed; `None` forces a reload.
+    frontier: Option<Frontier>,
+    keys: KeyHistory,
+}
+
+struct Inner {
+    opts: LedgerOptions,
+    schemas: Schemas,
+    privacy: Privacy,
+    queue: Mutex<Vec<Pending>>,
+    writer: Mutex<Writer>,
+    reader: Mutex<Connection>,
+    /// Snapshot of the key history for signature checks before the lock.
+    keys: Mutex<Arc<KeyHistory>>,
+    done: Condvar,
+}
+
+/// A handle on one ledger file. `Send + Sync`: share it with `Arc` or clone it.
+#[derive(Clone)]
+pub struct Ledger {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").field("path", &self.inner.opts.path).field("origin", &self.inner.opts.origin).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a lock cannot leave SQLite half-written (the
+    // transaction rolls back on drop), so the data is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn load_keys(conn: &Connection) -> Result<KeyHistory, StoreError> {
+    let mut keys = KeyHistory::new();
+    let mut stmt =
+        conn.prepare("SELECT e.seq, e.leaf FROM key_events k JOIN entries e ON e.seq = k.seq ORDER BY k.seq")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    for row in rows {
+        let (seq, leaf) = row?;
+        let e = Entry::parse_leaf(&leaf).map_err(|e| StoreError::Corrupt(format!("seq {seq}: {e}")))?;
+        let ts = e.timestamp().map_err(|e| StoreError::Corrupt(format!("seq {seq}: {e}")))?;
+        let body: KeyEventBody = serde_json::from_value(e.rec.body.clone())
+            .map_err(|err| StoreError::Corrupt(format!("seq {seq}: key_event body: {err}")))?;
+        keys.apply(to_u64(seq)?, ts, &body).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    }
+    Ok(keys)
+}
+
+impl Ledger {
+    /// Creates a new ledger file (refusing an existing one) and opens it.
+    pub fn create(opts: LedgerOptions) -> Result<Ledger, LedgerError> {
+        if opts.path.exists() {
+            return Err(LedgerError::Request(format!("{} already exists", opts.path.display())));
+        }
+        let mut conn = store::open_connection(&opts.path, opts.synchronous)?;
+        store::migrate(&mut conn)?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(StoreError::from)?;
+        tx.execute("INSERT INTO meta (k, v) VALUES ('origin', ?1)", [&opts.origin]).map_err(StoreError::from)?;
+        tx.execute("INSERT INTO meta (k, v) VALUES ('ledger_key', ?1)", [opts.key.verifier().to_string()])
+            .map_err(StoreError::from)?;
+        tx.commit().map_err(StoreError::from)?;
+        drop(conn);
+        Ledger::open(opts)
+    }
+
+    /// Opens an existing ledger, checking it belongs to this origin and key.
+    pub fn open(opts: LedgerOptions) -> Result<Ledger, LedgerError> {
+        if !opts.path.exists() {
+            return Err(LedgerError::Request(format!(
+                "{} does not exist (create it with `evident init`)",
+                opts.path.display()
+            )));
+        }
+        let mut conn = store::open_connection(&opts.path, opts.synchronous)?;
+        store::migrate(&mut conn)?;
+        let origin = store::meta(&conn, "origin")?.unwrap_or_default();
+        if origin != opts.origin {
+            return Err(LedgerError::Identity { what: "origin", found: origin, expected: opts.origin.clone() });
+        }
+        let key = store::meta(&conn, "ledger_key")?.unwrap_or_default();
+        let ours = opts.key.verifier().to_string();
+        if key != ours {
+            return Err(LedgerError::Identity { what: "ledger key", found: key, expected: ours });
+        }
+        let reader = store::open_connection(&opts.path, opts.synchronous)?;
+        let keys = load_keys(&conn)?;
+        let schemas = Schemas::embedded().map_err(|e| LedgerError::Format(e.to_string()))?;
+        let privacy = Privacy::new(opts.privacy.clone()).map_err(LedgerError::Format)?;
+        Ok(Ledger {
+            inner: Arc::new(Inner {
+                schemas,
+                privacy,
+                queue: Mutex::new(Vec::new()),
+                writer: Mutex::new(Writer { conn, frontier: None, keys: keys.clone() }),
+                reader: Mutex::new(reader),
+                keys: Mutex::new(Arc::new(keys)),
+                done: Condvar::new(),
+                opts,
+            }),
+        })
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &LedgerOptions {
+        &self.inner.opts
+    }
+
+    /// The ledger's verifier key (trust anchor for checkpoints and key events).
+    pub fn verifier_key(&self) -> VerifierKey {
+        self.inner.opts.key.verifier()
+    }
+
+    /// The embedded schemas.
+    pub fn schemas(&self) -> &Schemas {
+        &self.inner.schemas
+    }
+
+    /// Validates a submission without storing anything.
+    fn prepare(&self, sub: Submission) -> Result<Prepared, AppendError> {
+        let opts = &self.inner.opts;
+        let Submission { mut rec, sig, vault } = sub;
+        rec.check().map_err(AppendError::Record)?;
+        let pii = self.inner.schemas.pii_fields(&rec.kind)?.to_vec();
+        let vault = match &sig {
+            // A signed record carries commitments made by the producer.
+            Some(_) => self.inner.privacy.check_signed(&rec, &pii, vault)?,
+            // For unsigned producers the ledger commits itself.
+            None => self.inner.privacy.commit_unsigned(&mut rec, &pii)?,
+        };
+        self.inner.privacy.scan(&rec, &pii)?;
+        self.inner.schemas.validate(&rec.kind, &rec.body)?;
+        let rec_jcs = rec.signing_bytes().map_err(AppendError::Record)?;
+        if rec_jcs.len() > opts.max_record_bytes {
+            return Err(AppendError::TooLarge { size: rec_jcs.len(), limit: opts.max_record_bytes });
+        }
+        match &sig {
+            Some(s) => self.check_signature(&rec, s, &rec_jcs)?,
+            None => {
+                if !opts.unsigned_producers.contains(&rec.producer) {
+                    return Err(AppendError::Unsigned(rec.producer.clone()));
+                }
+            }
+        }
+        if rec.kind == "key_event" && rec.producer != opts.key.name() {
+            return Err(AppendError::Privacy(format!(
+                "key_event records must come from the ledger itself (producer {:?}); use `evident key`",
+                opts.key.name()
+            )));
+        }
+        let idkey = store::idkey(&rec.producer, &rec.id);
+        Ok(Prepared { rec, sig, rec_jcs, idkey, vault })
+    }
+
+    /// Checks the signature against any key of the producer ever registered;
+    /// validity at `ts` is checked at commit, when `ts` is known.
+    fn check_signature(&self, rec: &Record, sig: &ProducerSig, jcs: &[u8]) -> Result<(), AppendError> {
+        rec.check_sig_binding(sig).map_err(AppendError::Signature)?;
+        let ledger_key = self.inner.opts.key.verifier();
+        let key = if rec.producer == ledger_key.name() && sig.key == ledger_key.id() {
+            ledger_key
+        } else {
+            let keys = lock(&self.inner.keys).clone();
+            let found =
+                keys.all().find(|(p, k)| *p == rec.producer && k.key.id() == sig.key).map(|(_, k)| k.key.clone());
+            match found {
+                Some(k) => k,
+                None => {
+                    return Err(AppendError::Key(evident_verify::keys::KeyHistoryError::UnknownKey {
+                        producer: rec.producer.clone(),
+                        key: sig.key.clone(),
+                    }));
+                }
+            }
+        };
+        let raw = evident_verify::leaf::decode_sig(&sig.ed25519).map_err(AppendError::Signature)?;
+        if key.verify(jcs, &raw) {
+            Ok(())
+        } else {
+            Err(AppendError::Signature(evident_verify::leaf::LeafError::BadSignature { key: sig.key.clone() }))
+        }
+    }
+
+    /// Appends one record; returns once it is durable.
+    pub fn append(&self, sub: Submission) -> Result<AppendReceipt, AppendError> {
+        self.append_batch(vec![sub]).pop().unwrap_or_else(|| Err(AppendError::Malformed("empty batch".into())))
+    }
+
+    /// Appends many records in one commit. Each gets its own result: a bad
+    /// record is refused without blocking the good ones.
+    pub fn append_batch(&self, subs: Vec<Submission>) -> Vec<Result<AppendReceipt, AppendError>> {
+        use rayon::prelude::*;
+        let prepared: Vec<Result<Prepared, AppendError>> = if subs.len() >= 64 {
+            subs.into_par_iter().map(|s| self.prepare(s)).collect()
+        } else {
+            subs.into_iter().map(|s| self.prepare(s)).collect()
+        };
+        let mut results: Vec<Option<Result<AppendReceipt, AppendError>>> = Vec::with_capacity(prepared.len());
+        let mut good = Vec::new();
+        let mut positions = Vec::new();
+        for (i, p) in prepared.into_iter().enumerate() {
+            match p {
+                Ok(p) => {
+                    positions.push(i);
+                    good.push(p);
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        if !good.is_empty() {
+            let committed = self.submit(good);
+            for (pos, r) in positions.into_iter().zip(committed) {
+                results[pos] = Some(r);
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(AppendError::Malformed("record lost in commit".into()))))
+            .collect()
+    }
+
+    fn submit(&self, items: Vec<Prepared>) -> Vec<Result<AppendReceipt, AppendError>> {
+        let slot = Arc::new(Slot { result: Mutex::new(None) });
+        lock(&self.inner.queue).push(Pending { items, slot: slot.clone() });
+        loop {
+            if let Some(r) = lock(&slot.result).take() {
+                return r;
+            }
+            let mut writer = lock(&self.inner.writer);
+            // Another caller may have committed our records while we waited.
+            if let Some(r) = lock(&slot.result).take() {
+                return r;
+            }
+            let mut batch = Vec::new();
+            {
+                let mut q = lock(&self.inner.queue);
+                let mut n = 0;
+                while !q.is_empty() && (n == 0 || n + q[0].items.len() <= MAX_GROUP) {
+                    let p = q.remove(0);
+                    n += p.items.len();
+                    batch.push(p);
+                }
+            }
+            self.commit(&mut writer, batch);
+            drop(writer);
+            self.inner.done.notify_all();
+        }
+    }
+
+    fn commit(&self, w: &mut Writer, batch: Vec<Pending>) {
+        let counts: Vec<usize> = batch.iter().map(|p| p.items.len()).collect();
+        let (items, slots): (Vec<Vec<Prepared>>, Vec<Arc<Slot>>) = batch.into_iter().map(|p| (p.items, p.slot)).unzip();
+        let items: Vec<Prepared> = items.into_iter().flatten().collect();
+        let results = match self.commit_items(w, &items) {
+            Ok(r) => r,
+            Err(e) => {
+                // Roll back our view too: reload from the database next time.
+                w.frontier = None;
+                let msg = format!("{e:#}");
+                items.iter().map(|_| Err(AppendError::Store(StoreError::Corrupt(msg.clone())))).collect()
+            }
+        };
+        let mut it = results.into_iter();
+        for (slot, n) in slots.into_iter().zip(counts) {
+            let part: Vec<_> = it.by_ref().take(n).collect();
+            *lock(&slot.result) = Some(part);
+        }
+    }
+
+    fn commit_items(
+        &self,
+        w: &mut Writer,
+        items: &[Prepared],
+    ) -> Result<Vec<Result<AppendReceipt, AppendError>>, StoreError> {
+        let opts = &self.inner.opts;
+        let Writer { conn, frontier, keys } = w;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let db_size = store::size(&tx)?;
+        let stale = frontier.as_ref().is_none_or(|f| f.range.size() != db_size);
+        if stale {
+            *frontier = Some(Frontier::load(&tx)?);
+            *keys = load_keys(&tx)?;
+            *lock(&self.inner.keys) = Arc::new(keys.clone());
+        }
+        let Some(front) = frontier.as_mut() else {
+            return Err(StoreError::Corrupt("no frontier".into()));
+        };
+        let mut front_work = front.clone();
+        let mut keys_work = keys.clone();
+        let mut keys_changed = false;
+        let now = Timestamp::from_datetime(chrono::Utc::now()).0;
+        let ts_val = now.max(front_work.last_ts);
+        let ts = Timestamp(ts_val);
+        let ts_s = ts.to_string();
+        let ledger_key = opts.key.verifier();
+        let mut out = Vec::with_capacity(items.len());
+        let mut in_batch: HashMap<i64, Vec<(usize, u64)>> = HashMap::new();
+        {
+            let mut find = tx.prepare_cached("SELECT seq, ts, leaf FROM entries WHERE idkey = ?1")?;
+            let mut ins = tx.prepare_cached("INSERT INTO entries (seq, ts, idkey, leaf) VALUES (?1, ?2, ?3, ?4)")?;
+            let mut ins_tile = tx.prepare_cached("INSERT INTO tiles (level, idx, hashes) VALUES (?1, ?2, ?3)")?;
+            let mut ins_vault = tx.prepare_cached(
+                "INSERT OR IGNORE INTO vault (commitment, subject, seq, field, value, salt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for (i, p) in items.iter().enumerate() {
+                // Idempotency: an earlier record with the same (producer, id)?
+                let mut dup: Option<Result<AppendReceipt, AppendError>> = None;
+                let rows = find.query_map([p.idkey], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
+                })?;
+                for row in rows {
+                    let (seq, ets, leaf) = row?;
+                    let e = Entry::parse_leaf(&leaf).map_err(|e| StoreError::Corrupt(format!("seq {seq}: {e}")))?;
+                    if e.rec.producer == p.rec.producer && e.rec.id == p.rec.id {
+                        dup = Some(same_or_conflict(&e, p, to_u64(seq)?, Timestamp(ets), &leaf));
+                        break;
+                    }
+                }
+                if dup.is_none()
+                    && let Some(prev) = in_batch.get(&p.idkey)
+                {
+                    for &(j, seq) in prev {
+                        if items[j].rec.producer == p.rec.producer && items[j].rec.id == p.rec.id {
+                            dup = Some(match &out[j] {
+                                Ok(r) if items[j].rec_jcs == p.rec_jcs => {
+                                    let r: &AppendReceipt = r;
+                                    Ok(AppendReceipt { duplicate: true, ..r.clone() })
+                                }
+                                _ => Err(AppendError::Conflict {
+                                    producer: p.rec.producer.clone(),
+                                    id: p.rec.id.clone(),
+                                    seq,
+                                }),
+                            });
+                            break;
+                        }
+                    }
+                }
+                if let Some(d) = dup {
+                    out.push(d);
+                    continue;
+                }
+                // The signing key must be valid at the ledger time.
+                if let Some(sig) = &p.sig
+                    && !(p.rec.producer == ledger_key.name() && sig.key == ledger_key.id())
+                    && let Err(e) = keys_work.key_at(&p.rec.producer, &sig.key, ts)
+                {
+                    out.push(Err(AppendError::Key(e)));
+                    continue;
+                }
+                let seq = front_work.range.size();
+                let entry = Entry { v: LEAF_VERSION, seq, ts: ts_s.clone(), rec: p.rec.clone(), sig: p.sig.clone() };
+                let leaf = match entry.to_leaf_bytes() {
+                    Ok(l) => l,
+                    Err(e) => {
+                        out.push(Err(AppendError::Record(e)));
+                        continue;
+                    }
+                };
+                if p.rec.kind == "key_event" {
+                    let body: KeyEventBody = match serde_json::from_value(p.rec.body.clone()) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            out.push(Err(AppendError::Malformed(format!("key_event body: {e}"))));
+                            continue;
+                        }
+                    };
+                    if let Err(e) = keys_work.apply(seq, ts, &body) {
+                        out.push(Err(AppendError::Key(e)));
+                        continue;
+                    }
+                    tx.execute("INSERT INTO key_events (seq) VALUES (?1)", [to_i64(seq)?])?;
+                    keys_changed = true;
+                }
+                let lh = leaf_hash(&leaf);
+                ins.execute(params![to_i64(seq)?, ts_val, p.idkey, leaf])?;
+                for (level, idx, row) in front_work.push(lh) {
+                    let blob: Vec<u8> = row.iter().flat_map(|h| h.0).collect();
+                    ins_tile.execute(params![level, to_i64(idx)?, blob])?;
+                }
+                for v in &p.vault {
+                    ins_vault.execute(params![v.commitment, v.subject, to_i64(seq)?, v.field, v.value, v.salt])?;
+                }
+                in_batch.entry(p.idkey).or_default().push((i, seq));
+                out.push(Ok(AppendReceipt { seq, leaf_hash: lh.to_hex(), ts: ts_s.clone(), duplicate: false }));
+            }
+        }
+        front_work.last_ts = ts_val;
+        tx.commit()?;
+        *front = front_work;
+        if keys_changed {
+            *keys = keys_work;
+            *lock(&self.inner.keys) = Arc::new(keys.clone());
+        }
+        Ok(out)
+    }
+
+    /// Number of entries.
+    pub fn size(&self) -> Result<u64, LedgerError> {
+        Ok(store::size(&lock(&self.inner.reader))?)
+    }
+
+    /// The current tree head.
+    pub fn head(&self) -> Result<TreeHead, LedgerError> {
+        let conn = lock(&self.inner.reader);
+        let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+        let n = store::size(&tx)?;
+        let root = merkle::root_at(&TileReader::new(&tx), n)?;
+        Ok(TreeHead { size: n, root })
+    }
+
+    /// The tree head at an earlier size.
+    pub fn head_at(&self, size: u64) -> Result<TreeHead, LedgerError> {
+        let conn = lock(&self.inner.reader);
+        if size > store::size(&conn)? {
+            return Err(LedgerError::Request(format!("tree size {size} is beyond the ledger")));
+        }
+        Ok(TreeHead { size, root: merkle::root_at(&TileReader::new(&conn), size)? })
+    }
+
+    /// Signs and stores a checkpoint of the current tree (or returns the
+    /// stored one if the tree has not grown since).
+    pub fn checkpoint(&self) -> Result<String, LedgerError> {
+        let head = self.head()?;
+        self.checkpoint_head(head)
+    }
+
+    /// Signs and stores a checkpoint for an earlier tree size.
+    pub fn checkpoint_at(&self, size: u64) -> Result<String, LedgerError> {
+        if let Some(n) = self.stored_checkpoint(size)? {
+            return Ok(n);
+        }
+        let head = self.head_at(size)?;
+        self.checkpoint_head(head)
+    }
+
+    fn checkpoint_head(&self, head: TreeHead) -> Result<String, LedgerError> {
+        if let Some(n) = self.stored_checkpoint(head.size)? {
+            return Ok(n);
+        }
+        let cp = Checkpoint::new(&self.inner.opts.origin, head);
+        let note = cp.sign(&[&self.inner.opts.key]).map_err(|e| LedgerError::Format(e.to_string()))?;
+        let conn = lock(&self.inner.reader);
+        let now = Timestamp::from_datetime(chrono::Utc::now()).0;
+        conn.execute(
+            "INSERT OR IGNORE INTO checkpoints (size, ts, note) VALUES (?1, ?2, ?3)",
+            params![to_i64(head.size)?, now, note],
+        )
+        .map_err(StoreError::from)?;
+        drop(conn);
+        // A concurrent writer may have stored the same size first; return the stored one.
+        Ok(self.stored_checkpoint(head.size)?.unwrap_or(note))
+    }
+
+    /// The stored checkpoint at `size`, if any.
+    pub fn stored_checkpoint(&self, size: u64) -> Result<Option<String>, LedgerError> {
+        let conn = lock(&self.inner.reader);
+        Ok(conn
+            .query_row("SELECT note FROM checkpoints WHERE size = ?1", [to_i64(size)?], |r| r.get(0))
+            .optional()
+            .map_err(StoreError::from)?)
+    }
+
+    /// Every stored checkpoint: `(size, created ts, note)`, by size.
+    pub fn checkpoints(&self) -> Result<Vec<(u64, Timestamp, String)>, LedgerError> {
+        let conn = lock(&self.inner.reader);
+        let mut stmt =
+            conn.prepare("SELECT size, ts, note FROM checkpoints ORDER BY size").map_err(StoreError::from)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?)))
+            .map_err(StoreError::from)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (s, t, n) = row.map_err(StoreError::from)?;
+            out.push((to_u64(s)?, Timestamp(t), n));
+        }
+        Ok(out)
+    }
+
+    /// Inclusion proof of `seq` in the tree of `size` leaves.
+    pub fn prove_inclusion(&self, seq: u64, size: u64) -> Result<Vec<Hash>, LedgerError> {
+        let conn = lock(&self.inner.reader);
+        if size > store::size(&conn)? {
+            return Err(LedgerError::Request(format!("tree size {size} is beyond the ledger")));
+        }
+        merkle::prove_inclusion(&TileReader::new(&conn), seq, size).map_err(|e| match e {
+            merkle::ProveError::Store(s) => LedgerError::Store(s),
+            other => LedgerError::Request(other.to_string()),
+        })
+    }
+
+    /// Consistency proof from `old` to `new` leaves.
+    pub fn prove_consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, LedgerError> {
+        let conn = lock(&self.inner.reader);
+        if new > store::size(&conn)? {
+            return Err(LedgerError::Request(format!("tree size {new} is beyond the ledger")));
+        }
+        merkle::prove_consistency(&TileReader::new(&conn), old, new).map_err(|e| match e {
+            merkle::ProveError::Store(s) => LedgerError::Store(s),
+            other => LedgerError::Request(other.to_string()),
+        })
+    }
+
+    /// The compact range of `[0, size)`.
+    pub fn compact_range(&self, size: u64) -> Result<CompactRange, LedgerError> {
+        let conn = lock(&self.inner.reader);
+        let reader = TileReader::new(&conn);
+        let hashes = merkle::hash_ranges(
+            &reader,
+            &merkle::range_nodes(0, size)
+                .iter()
+                .map(|n| (n.first_leaf(), n.first_leaf() + (1 << n.level)))
+                .collect::<Vec<_>>(),
+        )?;
+        CompactRange::from_parts(size, hashes).map_err(|e| LedgerError::Format(e.to_string()))
+    }
+
+    /// The stored leaf bytes of `seq`.
+    pub fn leaf(&self, seq: u64) -> Result<Vec<u8>, LedgerError> {
+        store::leaf(&lock(&self.inner.reader), seq)?
+            .ok_or_else(|| LedgerError::Request(format!("no entry with seq {seq}")))
+    }
+
+    /// A receipt file for `seq` against the checkpoint at `size` (default:
+    /// a fresh checkpoint of the whole tree).
+    pub fn receipt(&self, seq: u64, size: Option<u64>) -> Result<ReceiptFile, LedgerError> {
+        let note = match size {
+            Some(s) => self.checkpoint_at(s)?,
+            None => self.checkpoint()?,
+        };
+        let cp = checkpoint::open(note.as_bytes(), &[self.verifier_key()], Some(&self.inner.opts.origin))
+            .map_err(|e| LedgerError::Format(e.to_string()))?;
+        let size = cp.checkpoint.size;
+        let leaf = self.leaf(seq)?;
+        let proof = self.prove_inclusion(seq, size)?;
+        Ok(ReceiptFile {
+            format: RECEIPT_FORMAT.to_string(),
+            seq,
+            tree_size: size,
+            leaf: String::from_utf8(leaf).map_err(|_| LedgerError::Format(format!("seq {seq}: leaf is not UTF-8")))?,
+            inclusion: proof.iter().map(Hash::to_base64).collect(),
+            checkpoint: note,
+        })
+    }
+
+    /// Calls `f` with `(seq, ts, leaf bytes)` for every entry in `[start, end)`,
+    /// streaming from SQLite.
+    pub fn for_each_leaf(
+        &self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(u64, Timestamp, &[u8]) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let conn = store::open_connection(&self.inner.opts.path, self.inner.opts.synchronous)?;
+        let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+        let mut stmt = tx
+            .prepare("SELECT seq, ts, leaf FROM entries WHERE seq >= ?1 AND seq < ?2 ORDER BY seq")
+            .map_err(StoreError::from)?;
+        let mut rows = stmt.query(params![to_i64(start)?, to_i64(end)?]).map_err(StoreError::from)?;
+        let mut expect = start;
+        while let Some(r) = rows.next().map_err(StoreError::from)? {
+            let seq = to_u64(r.get(0).map_err(StoreError::from)?)?;
+            if seq != expect {
+                return Err(StoreError::Corrupt(format!("entry seq {expect} is missing")).into());
+            }
+            let ts: i64 = r.get(1).map_err(StoreError::from)?;
+            let leaf =
+                r.get_ref(2).map_err(StoreError::from)?.as_blob().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            f(seq, Timestamp(ts), leaf)?;
+            expect += 1;
+        }
+        Ok(())
+    }
+
+    /// The first seq whose `ts` is at or after `t` (the ledger size if none):
+    /// a binary search over seq, since `ts` never decreases.
+    pub fn seq_at_time(&self, t: Timestamp) -> Result<u64, LedgerError> {
+        let conn = lock(&self.inner.reader);
+        let n = store::size(&conn)?;
+        let (mut lo, mut hi) = (0u64, n);
+        let mut stmt = conn.prepare_cached("SELECT ts FROM entries WHERE seq = ?1").map_err(StoreError::from)?;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let ts: i64 = stmt.query_row([to_i64(mid)?], |r| r.get(0)).map_err(StoreError::from)?;
+            if ts < t.0 {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The timestamp of the first entry, if any.
+    pub fn first_ts(&self) -> Result<Option<Timestamp>, LedgerError> {
+        let conn = lock(&self.inner.reader);
+        Ok(conn
+            .query_row("SELECT ts FROM entries WHERE seq = 0", [], |r| r.get::<_, i64>(0))
+            .optional()
+            .map_err(StoreError::from)?
+            .map(Timestamp))
+    }
+
+    /// The current producer key history.
+    pub fn key_history(&self) -> Result<KeyHistory, LedgerError> {
+        Ok(load_keys(&lock(&self.inner.reader))?)
+    }
+
+    /// Appends a record as the ledger itself (signed with the ledger key).
+    pub fn append_as_ledger(
+        &self,
+        kind: &str,
+        id: &str,
+        body: serde_json::Value,
+    ) -> Result<AppendReceipt, AppendError> {
+        let rec = Record {
+            id: id.to_string(),
+            kind: kind.to_string(),
+            producer: self.inner.opts.key.name().to_string(),
+            at: Timestamp::from_datetime(chrono::Utc::now()).to_string(),
+            body,
+        };
+        let sig = rec.sign(&self.inner.opts.key).map_err(AppendError::Record)?;
+        self.append(Submission { rec, sig: Some(sig), vault: Vec::new() })
+    }
+
+    /// Path of the database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.opts.path
+    }
+
+    pub(crate) fn reader(&self) -> MutexGuard<'_, Connection> {
+        lock(&self.inner.reader)
+    }
+
+    pub(crate) fn with_writer<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut w = lock(&self.inner.writer);
+        w.frontier = None;
+        f(&mut w.conn)
+    }
+}
+
+fn same_or_conflict(
+    stored: &Entry,
+    p: &Prepared,
+    seq: u64,
+    ts: Timestamp,
+    leaf: &[u8],
+) -> Result<AppendReceipt, AppendError> {
+    let same = stored.rec.signing_bytes().map(|b| b == p.rec_jcs).unwrap_or(false);
+    if same {
+        Ok(AppendReceipt { seq, leaf_hash: leaf_hash(leaf).to_hex(), ts: ts.to_string(), duplicate: true })
+    } else {
+        Err(AppendError::Conflict { producer: p.rec.producer.clone(), id: p.rec.id.clone(), seq })
+    }
+}

@@ -1,0 +1,249 @@
+//! Ledger core behaviour on real SQLite files: appends, idempotency,
+//! proofs checked by the verifier library, receipts, bad input that leaves
+//! the ledger unchanged, and tampering caught by verify-db.
+
+mod common;
+
+use common::*;
+use evident_ledger::verify_db::{VerifyDbError, verify_db};
+use evident_ledger::{AppendError, Ledger, Submission};
+use evident_verify::hash::{Hash, leaf_hash};
+use evident_verify::leaf::Entry;
+use evident_verify::merkle::{MemoryTree, verify_consistency, verify_inclusion};
+use evident_verify::receipt::Receipt;
+use serde_json::json;
+
+#[test]
+fn appends_prove_and_match_an_independent_tree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    let subs: Vec<Submission> = (0..300).map(record).collect();
+    let receipts: Vec<_> = l.append_batch(subs).into_iter().map(|r| r.expect("append")).collect();
+    let n = l.size().expect("size");
+    assert_eq!(n, 301, "key event + 300 records");
+    // Rebuild the tree independently from the stored leaves.
+    let mut mem = MemoryTree::new();
+    let mut last_ts = String::new();
+    l.for_each_leaf(0, n, |seq, _, leaf| {
+        let e = Entry::parse_leaf(leaf).expect("canonical leaf");
+        assert_eq!(e.seq, seq);
+        assert!(e.ts >= last_ts, "ts never decreases");
+        last_ts = e.ts.clone();
+        mem.append(leaf_hash(leaf));
+        Ok(())
+    })
+    .expect("stream");
+    assert_eq!(l.head().expect("head").root, mem.root());
+    assert_eq!(evident_verify::merkle::rs_merkle_root(&leaf_hashes(&l, n)), mem.root());
+    for r in &receipts {
+        assert_eq!(Hash::from_hex(&r.leaf_hash), Some(leaf_hash(&l.leaf(r.seq).expect("leaf"))));
+    }
+    // Proofs at many sizes verify with the verifier library.
+    for size in [1u64, 2, 15, 16, 17, 100, 255, 256, 257, 301] {
+        let root = l.head_at(size).expect("head").root;
+        for seq in [0, size / 2, size - 1] {
+            let proof = l.prove_inclusion(seq, size).expect("prove");
+            verify_inclusion(seq, size, &leaf_hash(&l.leaf(seq).expect("leaf")), &proof, &root).expect("inclusion");
+        }
+        for old in [1u64, size / 3 + 1, size] {
+            let proof = l.prove_consistency(old, size).expect("prove");
+            let old_root = l.head_at(old).expect("head").root;
+            verify_consistency(old, size, &proof, &old_root.0, &root.0).expect("consistency");
+        }
+    }
+    // A receipt file checks offline with the ledger's verifier key alone.
+    let rf = l.receipt(123, None).expect("receipt");
+    let text = serde_json::to_vec(&rf).expect("json");
+    let v = Receipt::parse(&text).expect("parse").verify(&[l.verifier_key()], Some(ORIGIN)).expect("receipt verifies");
+    assert_eq!(v.entry.seq, 123);
+    let mut forged = rf.clone();
+    forged.leaf = forged.leaf.replace("ci-run-", "ci-rux-");
+    assert!(forged.verify(&[l.verifier_key()], Some(ORIGIN)).is_err());
+    let rep = verify_db(&l, |_, _| {}).expect("verify-db passes");
+    assert_eq!(rep.entries, 301);
+}
+
+fn leaf_hashes(l: &Ledger, n: u64) -> Vec<Hash> {
+    let mut v = Vec::new();
+    l.for_each_leaf(0, n, |_, _, leaf| {
+        v.push(leaf_hash(leaf));
+        Ok(())
+    })
+    .expect("stream");
+    v
+}
+
+#[test]
+fn retries_return_the_first_receipt_and_conflicts_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    let first = l.append(record(7)).expect("append");
+    let again = l.append(record(7)).expect("retry");
+    assert!(again.duplicate);
+    assert_eq!((again.seq, &again.leaf_hash, &again.ts), (first.seq, &first.leaf_hash, &first.ts));
+    // Same (producer, id) inside one batch.
+    let rs = l.append_batch(vec![record(8), record(8)]);
+    let (a, b) = (rs[0].as_ref().expect("a"), rs[1].as_ref().expect("b"));
+    assert_eq!(a.seq, b.seq);
+    assert!(b.duplicate);
+    let before = head(&l);
+    let mut body = example("invariant_result", 0);
+    body["run_id"] = json!("something-else");
+    let changed = signer().sign("rec-7", "invariant_result", "2026-11-21T09:30:12Z", body).expect("sign");
+    match l.append(changed) {
+        Err(AppendError::Conflict { seq, .. }) => assert_eq!(seq, first.seq),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert_eq!(head(&l), before);
+}
+
+/// Every bad input is refused with an error naming the problem, and the
+/// ledger keeps the same size and root.
+#[test]
+fn bad_input_leaves_the_ledger_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    l.append(record(1)).expect("append");
+    let before = head(&l);
+    let s = signer();
+    let at = "2026-11-21T09:30:12Z";
+    let mut cases: Vec<(&str, Result<Submission, AppendError>, &str)> = vec![
+        ("malformed JSON", Submission::parse(b"{\"rec\": {"), "malformed"),
+        ("non-UTF-8", Submission::parse(b"{\"rec\": \"\xff\xfe\"}"), "UTF-8"),
+        ("unknown kind", s.sign("u1", "launch_missiles", at, json!({})), "unknown kind"),
+        (
+            "schema violation",
+            s.sign("u2", "invariant_result", at, {
+                let mut b = example("invariant_result", 0);
+                b["severity"] = json!("P9");
+                b
+            }),
+            "/severity",
+        ),
+        (
+            "missing field",
+            s.sign("u3", "execution", at, {
+                let mut b = example("execution", 0);
+                b.as_object_mut().expect("object").remove("authorization_id");
+                b
+            }),
+            "authorization_id",
+        ),
+        (
+            "oversize record",
+            s.sign("u4", "invariant_result", at, {
+                let mut b = example("invariant_result", 0);
+                b["verification_command"] = json!("x".repeat(60_000));
+                b
+            }),
+            "",
+        ),
+        (
+            "duplicate id, different content",
+            s.sign("rec-1", "invariant_result", at, {
+                let mut b = example("invariant_result", 0);
+                b["run_id"] = json!("other");
+                b
+            }),
+            "already appended at seq",
+        ),
+        ("bad producer time", s.sign("u5", "invariant_result", "yesterday", example("invariant_result", 0)), "rec.at"),
+    ];
+    // A missing envelope field, as a service in another language might send.
+    cases.push((
+        "missing envelope field",
+        Submission::parse(br#"{"rec":{"id":"x","kind":"approval","producer":"deploy-bot","body":{}}}"#),
+        "missing field `at`",
+    ));
+    for (what, sub, needle) in cases {
+        let err = match sub {
+            Err(e) => e,
+            Ok(sub) => l.append(sub).expect_err(what),
+        };
+        let msg = chain(&err);
+        assert!(msg.contains(needle), "{what}: error {msg:?} does not mention {needle:?}");
+        assert_eq!(head(&l), before, "{what} changed the ledger");
+    }
+    // Oversize gets a limit error that says so (schema maxLength may fire first).
+    let huge = s
+        .sign("u6", "guardrail_event", at, {
+            let mut b = example("guardrail_event", 1);
+            b["details"] = json!({"x": "y".repeat(50_000)});
+            b
+        })
+        .expect("sign");
+    let msg = chain(&l.append(huge).expect_err("oversize"));
+    assert!(msg.contains("limit") || msg.contains("longer") || msg.contains("schema"), "{msg}");
+    assert_eq!(head(&l), before);
+}
+
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut c = e.source();
+    while let Some(x) = c {
+        s = format!("{s}: {x}");
+        c = x.source();
+    }
+    s
+}
+
+#[test]
+fn out_of_band_edits_are_caught_by_verify_db() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    l.append_batch((0..100).map(record).collect()).into_iter().for_each(|r| {
+        r.expect("append");
+    });
+    l.checkpoint().expect("checkpoint");
+    verify_db(&l, |_, _| {}).expect("clean");
+    let path = dir.path().join("ledger.db");
+    // The triggers refuse edits...
+    let raw = rusqlite::Connection::open(&path).expect("open");
+    assert!(raw.execute("UPDATE entries SET leaf = leaf WHERE seq = 5", []).is_err());
+    assert!(raw.execute("DELETE FROM entries WHERE seq = 99", []).is_err());
+    assert!(raw.execute("DELETE FROM checkpoints", []).is_err());
+    assert!(raw.execute("UPDATE tiles SET hashes = hashes", []).is_err());
+    // ...so an attacker drops them and edits a leaf with plain SQL.
+    raw.execute_batch("DROP TRIGGER entries_no_update").expect("drop trigger");
+    let leaf = String::from_utf8(l.leaf(42).expect("leaf")).expect("utf8");
+    let edited = leaf.replace("ci-run-", "ci-run-x");
+    raw.execute("UPDATE entries SET leaf = ?1 WHERE seq = 42", [edited.as_bytes()]).expect("edit");
+    drop(raw);
+    match verify_db(&l, |_, _| {}) {
+        Err(VerifyDbError::Mismatch { seq, what }) => {
+            assert_eq!(seq, Some(42), "{what}");
+        }
+        other => panic!("verify-db missed the edit: {other:?}"),
+    }
+}
+
+#[test]
+fn a_newer_database_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    drop(l);
+    let raw = rusqlite::Connection::open(dir.path().join("ledger.db")).expect("open");
+    raw.pragma_update(None, "user_version", 99).expect("bump");
+    drop(raw);
+    let err = Ledger::open(options(dir.path())).expect_err("newer schema");
+    assert!(err.to_string().contains("newer than this binary"), "{err}");
+}
+
+#[test]
+fn many_threads_share_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    let subs: Vec<Vec<Submission>> = (0..16).map(|t| (0..50).map(|i| record(t * 1000 + i)).collect()).collect();
+    std::thread::scope(|s| {
+        for batch in subs {
+            let l = l.clone();
+            s.spawn(move || {
+                for sub in batch {
+                    l.append(sub).expect("append");
+                }
+            });
+        }
+    });
+    assert_eq!(l.size().expect("size"), 801);
+    verify_db(&l, |_, _| {}).expect("consistent");
+}
