@@ -154,7 +154,8 @@ fn dearmor(input: &[u8], kind: armor::Kind) -> Result<Vec<u8>, std::io::Error> {
 }
 
 /// Verifies a detached, ASCII-armored OpenPGP signature over `data` with
-/// exactly the certificate `cert_armored`, at time `at`.
+/// exactly the certificate `cert_armored`, at time `at` (signatures over
+/// binary documents: RFC 4880 §5.2.1 and §5.2.4; RFC 9580 §5.2.4).
 ///
 /// Succeeds only if the signature block holds at least one signature and
 /// every signature in it is a binary-document signature (type 0x00) that
