@@ -436,7 +436,15 @@ impl Ledger {
         let mut keys_work = keys.clone();
         let mut keys_changed = false;
         let now = Timestamp::from_datetime(chrono::Utc::now()).0;
-        let ts_val = now.max(front_work.last_ts);
+        // A day that has been packed is sealed: nothing may land in it later,
+        // even from a writer whose clock is behind.
+        let sealed: i64 = tx
+            .prepare_cached("SELECT v FROM meta WHERE k = 'sealed_until'")?
+            .query_row([], |r| r.get::<_, String>(0))
+            .optional()?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let ts_val = now.max(front_work.last_ts).max(sealed);
         let ts = Timestamp(ts_val);
         let ts_s = ts.to_string();
         let ledger_key = opts.key.verifier();
@@ -769,6 +777,26 @@ impl Ledger {
         };
         let sig = rec.sign(&self.inner.opts.key).map_err(AppendError::Record)?;
         self.append(Submission { rec, sig: Some(sig), vault: Vec::new() })
+    }
+
+    /// Seals the ledger before `t`: every later append gets `ts >= t`, so a
+    /// UTC day that a pack covers can never gain entries afterwards.
+    /// Returns the first seq at or after `t` (the end of the sealed range).
+    pub fn seal_before(&self, t: Timestamp) -> Result<u64, LedgerError> {
+        self.with_writer(|conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let cur: i64 = tx
+                .query_row("SELECT v FROM meta WHERE k = 'sealed_until'", [], |r| r.get::<_, String>(0))
+                .optional()?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if t.0 > cur {
+                tx.execute("INSERT OR REPLACE INTO meta (k, v) VALUES ('sealed_until', ?1)", [t.0.to_string()])?;
+            }
+            tx.commit()?;
+            Ok(())
+        })?;
+        self.seq_at_time(t)
     }
 
     /// Path of the database file.

@@ -19,6 +19,7 @@ pub mod checkpoint;
 pub mod hash;
 pub mod keys;
 pub mod leaf;
+pub mod manifest;
 pub mod merkle;
 pub mod note;
 pub mod pgp;

@@ -376,6 +376,19 @@ impl RuleSet {
         Ok(RuleSet { rules, sha256: Hash::sha256(bytes) })
     }
 
+    /// For each rule id, whether its outcome over a range depends only on the
+    /// range's entries (`required`, same-entry `within`, plain `absent`), so
+    /// a single pack can re-derive it without earlier packs.
+    pub fn history_independent(&self) -> Vec<(String, bool)> {
+        self.rules
+            .iter()
+            .map(|r| {
+                let independent = matches!(r.check, Check::Required(_) | Check::Within { .. } | Check::Absent(None));
+                (r.id.clone(), independent)
+            })
+            .collect()
+    }
+
     /// SHA-256 of the exact file bytes (`rules_sha256` in manifest and report).
     pub fn sha256(&self) -> Hash {
         self.sha256
@@ -697,7 +710,7 @@ fn covers(scope: &str, value: Option<&str>) -> bool {
 }
 
 /// Per-rule streaming state.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct State {
     applicable: u64,
     violations: u64,
@@ -798,7 +811,7 @@ impl State {
 }
 
 /// Streaming evaluation of a [`RuleSet`] over entries fed in seq order.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Evaluator<'r> {
     rules: &'r RuleSet,
     states: Vec<State>,
