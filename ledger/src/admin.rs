@@ -37,13 +37,9 @@ pub struct Erasure {
     pub receipt: AppendReceipt,
 }
 
-fn now() -> String {
-    Timestamp::from_datetime(chrono::Utc::now()).to_string()
-}
-
-fn normalize_time(t: Option<&str>) -> Result<String, AppendError> {
+fn normalize_time(t: Option<&str>, now: Timestamp) -> Result<String, AppendError> {
     match t {
-        None => Ok(now()),
+        None => Ok(now.to_string()),
         Some(s) => chrono::DateTime::parse_from_rfc3339(s)
             .map(|d| Timestamp::from_datetime(d.to_utc()).to_string())
             .map_err(|_| AppendError::Malformed(format!("time {s:?} is not RFC 3339"))),
@@ -62,7 +58,7 @@ impl Ledger {
         key: &VerifierKey,
         valid_from: Option<&str>,
     ) -> Result<AppendReceipt, AppendError> {
-        let body = json!({"action": "add", "producer": producer, "key": key.to_string(), "valid_from": normalize_time(valid_from)?});
+        let body = json!({"action": "add", "producer": producer, "key": key.to_string(), "valid_from": normalize_time(valid_from, self.options().clock.now())?});
         self.append_as_ledger("key_event", &event_id("add", key), body)
     }
 
@@ -75,7 +71,7 @@ impl Ledger {
         valid_from: Option<&str>,
     ) -> Result<AppendReceipt, AppendError> {
         let body = json!({"action": "rotate", "producer": producer, "key": new.to_string(),
-                          "replaces": old.to_string(), "valid_from": normalize_time(valid_from)?});
+                          "replaces": old.to_string(), "valid_from": normalize_time(valid_from, self.options().clock.now())?});
         self.append_as_ledger("key_event", &event_id("rotate", new), body)
     }
 
@@ -88,7 +84,7 @@ impl Ledger {
         reason: Option<&str>,
     ) -> Result<AppendReceipt, AppendError> {
         let mut body = json!({"action": "revoke", "producer": producer, "key": key.to_string(),
-                              "valid_until": normalize_time(valid_until)?});
+                              "valid_until": normalize_time(valid_until, self.options().clock.now())?});
         if let Some(r) = reason {
             body["reason"] = json!(r);
         }

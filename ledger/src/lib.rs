@@ -31,7 +31,7 @@ pub mod store;
 pub mod verify_db;
 
 pub use error::{AppendError, LedgerError, StoreError};
-pub use ledger::{AppendReceipt, Ledger, LedgerOptions, Submission};
+pub use ledger::{AppendReceipt, Clock, Ledger, LedgerOptions, Submission};
 pub use signer::Signer;
 
 /// Creation time of the ledger's OpenPGP key (2020-01-01T00:00:00Z). Fixed,
