@@ -172,6 +172,12 @@ impl KeyHistory {
         }
     }
 
+    /// Adds a key record as given (for example from a pack manifest, where
+    /// it is a convenience to be confirmed against earlier packs).
+    pub fn insert(&mut self, producer: &str, record: KeyRecord) {
+        self.keys.entry(producer.to_string()).or_default().push(record);
+    }
+
     /// Every producer's keys, for display and for the pack manifest.
     pub fn all(&self) -> impl Iterator<Item = (&str, &KeyRecord)> {
         self.keys.iter().flat_map(|(p, l)| l.iter().map(move |k| (p.as_str(), k)))

@@ -22,6 +22,7 @@ pub mod leaf;
 pub mod manifest;
 pub mod merkle;
 pub mod note;
+pub mod pack;
 pub mod pgp;
 pub mod receipt;
 pub mod rules;
