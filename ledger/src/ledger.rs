@@ -164,7 +164,9 @@ pub struct AppendReceipt {
 struct Prepared {
     rec: Record,
     sig: Option<ProducerSig>,
-    rec_jcs: Vec<u8>,
+    /// What a retry is compared on: JCS(rec), or for a record the ledger
+    /// committed itself, JCS of the record as submitted (salts differ per try).
+    dedup_jcs: Vec<u8>,
     idkey: i64,
     vault: Vec<VaultRow>,
 }
@@ -305,6 +307,7 @@ impl Ledger {
         let opts = &self.inner.opts;
         let Submission { mut rec, sig, vault } = sub;
         rec.check().map_err(AppendError::Record)?;
+        let raw_jcs = if sig.is_none() { Some(rec.signing_bytes().map_err(AppendError::Record)?) } else { None };
         let pii = self.inner.schemas.pii_fields(&rec.kind)?.to_vec();
         let vault = match &sig {
             // A signed record carries commitments made by the producer.
@@ -333,7 +336,11 @@ impl Ledger {
             )));
         }
         let idkey = store::idkey(&rec.producer, &rec.id);
-        Ok(Prepared { rec, sig, rec_jcs, idkey, vault })
+        let dedup_jcs = match raw_jcs {
+            Some(raw) if !vault.is_empty() => raw,
+            _ => rec_jcs,
+        };
+        Ok(Prepared { rec, sig, dedup_jcs, idkey, vault })
     }
 
     /// Checks the signature against any key of the producer ever registered;
@@ -505,7 +512,8 @@ impl Ledger {
                     let (seq, ets, leaf) = row?;
                     let e = Entry::parse_leaf(&leaf).map_err(|e| StoreError::Corrupt(format!("seq {seq}: {e}")))?;
                     if e.rec.producer == p.rec.producer && e.rec.id == p.rec.id {
-                        dup = Some(same_or_conflict(&e, p, to_u64(seq)?, Timestamp(ets), &leaf));
+                        let stored = dedup_form(&tx, &e)?;
+                        dup = Some(same_or_conflict(&stored, p, to_u64(seq)?, Timestamp(ets), &leaf));
                         break;
                     }
                 }
@@ -515,7 +523,7 @@ impl Ledger {
                     for &(j, seq) in prev {
                         if items[j].rec.producer == p.rec.producer && items[j].rec.id == p.rec.id {
                             dup = Some(match &out[j] {
-                                Ok(r) if items[j].rec_jcs == p.rec_jcs => {
+                                Ok(r) if items[j].dedup_jcs == p.dedup_jcs => {
                                     let r: &AppendReceipt = r;
                                     Ok(AppendReceipt { duplicate: true, ..r.clone() })
                                 }
@@ -856,15 +864,35 @@ impl Ledger {
     }
 }
 
+/// The form a stored entry is compared on for retries: JCS(rec), with the
+/// ledger's own commitments of an unsigned record opened from the vault.
+fn dedup_form(conn: &Connection, e: &Entry) -> Result<Vec<u8>, StoreError> {
+    let mut rec = e.rec.clone();
+    if e.sig.is_none()
+        && let Some(body) = rec.body.as_object_mut()
+    {
+        let mut stmt = conn.prepare_cached("SELECT value FROM vault WHERE commitment = ?1")?;
+        for v in body.values_mut() {
+            let Some(c) = crate::privacy::is_commitment(v).map(str::to_string) else { continue };
+            let value: Option<Vec<u8>> = stmt.query_row([&c], |r| r.get(0)).optional()?;
+            if let Some(bytes) = value
+                && let Ok(raw) = serde_json::from_slice(&bytes)
+            {
+                *v = raw;
+            }
+        }
+    }
+    rec.signing_bytes().map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
 fn same_or_conflict(
-    stored: &Entry,
+    stored_jcs: &[u8],
     p: &Prepared,
     seq: u64,
     ts: Timestamp,
     leaf: &[u8],
 ) -> Result<AppendReceipt, AppendError> {
-    let same = stored.rec.signing_bytes().map(|b| b == p.rec_jcs).unwrap_or(false);
-    if same {
+    if stored_jcs == p.dedup_jcs {
         Ok(AppendReceipt { seq, leaf_hash: leaf_hash(leaf).to_hex(), ts: ts.to_string(), duplicate: true })
     } else {
         Err(AppendError::Conflict { producer: p.rec.producer.clone(), id: p.rec.id.clone(), seq })
