@@ -290,6 +290,10 @@ impl Entry {
         }
         std::str::from_utf8(bytes).map_err(|_| LeafError::NotUtf8)?;
         let value: Value = serde_json::from_slice(bytes).map_err(|e| LeafError::Json(e.to_string()))?;
+        // An explicit null would be a second byte form of an unsigned entry.
+        if value.get("sig").is_some_and(Value::is_null) {
+            return Err(field_err("sig", "must be omitted, not null, on an unsigned entry"));
+        }
         let canon = canonical_json(&value)?;
         if canon != bytes {
             let at = canon.iter().zip(bytes).position(|(a, b)| a != b).unwrap_or(canon.len().min(bytes.len()));

@@ -198,6 +198,10 @@ impl Manifest {
         }
         let m: Manifest = serde_json::from_value(v).map_err(|e| ManifestError::Malformed(e.to_string()))?;
         m.check()?;
+        // One manifest, one byte form: optional fields are omitted, never null.
+        if m.to_bytes()? != bytes {
+            return Err(ManifestError::Malformed("optional fields must be omitted, not null".into()));
+        }
         Ok(m)
     }
 

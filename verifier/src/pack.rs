@@ -296,6 +296,31 @@ fn verify_tar(
         Ok(f) => f,
         Err(e) => return fail(&tar_name, None, format!("cannot open: {e}")),
     };
+    // Our tars end with two zero blocks and are a whole number of blocks:
+    // anything else was cut or padded.
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len % 512 != 0 || len < 1024 {
+        return fail(
+            &tar_name,
+            None,
+            format!("truncated or padded tar: {len} bytes is not a whole number of 512-byte blocks"),
+        );
+    }
+    let mut tail = [0u8; 1024];
+    {
+        use std::io::{Seek, SeekFrom};
+        let mut f = &file;
+        if f.seek(SeekFrom::End(-1024))
+            .and_then(|_| f.read_exact(&mut tail))
+            .and_then(|_| f.seek(SeekFrom::Start(0)))
+            .is_err()
+        {
+            return fail(&tar_name, None, "cannot read the end of the tar");
+        }
+    }
+    if tail.iter().any(|b| *b != 0) {
+        return fail(&tar_name, None, "truncated tar: it does not end with the two zero blocks of a complete archive");
+    }
     let mut archive = tar::Archive::new(file);
     let mut small = Small::default();
     let entries = match archive.entries() {
@@ -441,6 +466,20 @@ fn verify_loaded(
     match &trust.pgp_cert {
         Some(cert) => {
             match crate::pgp::verify_detached(cert, mbytes, small.get(files::MANIFEST_ASC)?, trust.pgp_time) {
+                Ok(v) if v.fingerprint != m.pgp_fingerprint => {
+                    return fail(
+                        files::MANIFEST_ASC,
+                        None,
+                        format!("signed by {}, but the manifest names {}", v.fingerprint, m.pgp_fingerprint),
+                    );
+                }
+                Ok(_) if !crate::pgp::is_canonical_signature_armor(small.get(files::MANIFEST_ASC)?) => {
+                    return fail(
+                        files::MANIFEST_ASC,
+                        None,
+                        "valid signature, but not in the one armored form packs use (altered bytes)",
+                    );
+                }
                 Ok(v) => verified(res, "OpenPGP signature", format!("by {}", v.fingerprint)),
                 Err(e) => return fail(files::MANIFEST_ASC, None, e.to_string()),
             }
@@ -495,7 +534,9 @@ fn verify_loaded(
         (None, _) if m.start == 0 => verified(res, "previous pack", "first pack of the ledger: nothing before it"),
         (None, _) => return fail(files::MANIFEST, None, "start is not 0 but no previous pack is named"),
         (Some(link), given) => {
-            let embedded = match checkpoint::open(link.checkpoint.as_bytes(), &ledger_keys, Some(&m.origin)) {
+            // Signed on an earlier day: any trusted ledger key may have made it.
+            let all_keys: Vec<VerifierKey> = trust.ledger_keys.iter().map(|k| k.key.clone()).collect();
+            let embedded = match checkpoint::open(link.checkpoint.as_bytes(), &all_keys, Some(&m.origin)) {
                 Ok(c) => c,
                 Err(e) => return fail(files::MANIFEST, None, format!("previous.checkpoint: {e}")),
             };
@@ -508,22 +549,37 @@ fn verify_loaded(
             }
             match given {
                 Some(p) => {
-                    if p.checkpoint != link.checkpoint.as_bytes() {
-                        let other = checkpoint::open(&p.checkpoint, &ledger_keys, Some(&m.origin));
-                        return fail(
-                            files::MANIFEST,
-                            None,
-                            match other {
-                                Ok(o) if o.checkpoint.size == m.start => {
-                                    "FORK: the previous checkpoint you hold has the same size but a different root than this pack's history".to_string()
-                                }
-                                Ok(o) => format!(
+                    // Compare tree heads, not bytes: the same head may carry
+                    // other (witness) signatures.
+                    match checkpoint::open(&p.checkpoint, &all_keys, Some(&m.origin)) {
+                        Ok(o) if o.checkpoint.head() == embedded.checkpoint.head() => {}
+                        Ok(o) if o.checkpoint.size == m.start => {
+                            return fail(
+                                files::MANIFEST,
+                                None,
+                                format!(
+                                    "FORK: the previous checkpoint you hold has root {} at size {}, but this pack's history has root {}",
+                                    o.checkpoint.root, m.start, embedded.checkpoint.root
+                                ),
+                            );
+                        }
+                        Ok(o) => {
+                            return fail(
+                                files::MANIFEST,
+                                None,
+                                format!(
                                     "the previous checkpoint you hold is at size {}, but this pack starts at {}",
                                     o.checkpoint.size, m.start
                                 ),
-                                Err(e) => format!("the previous checkpoint given does not open: {e}"),
-                            },
-                        );
+                            );
+                        }
+                        Err(e) => {
+                            return fail(
+                                files::MANIFEST,
+                                None,
+                                format!("the previous checkpoint given does not open: {e}"),
+                            );
+                        }
                     }
                     if let Some(sha) = &p.manifest_sha256
                         && *sha != link.manifest_sha256
@@ -609,11 +665,15 @@ fn verify_loaded(
             "producer keys taken from the manifest; their key_events were NOT confirmed (verify the chain to confirm them)",
         ),
     }
-    let (mut chain_eval, mut day_eval) = match (chain_rules, chain_evaluator) {
-        (Some(cr), Some(ev)) if cr.sha256() == rules.sha256() => (Some(ev), None),
-        _ => (None, Some(Evaluator::new(&rules))),
+    // The chain's evaluator sees every pack as history. The day is judged by
+    // a copy of it when this pack evaluates the same rules, else on its own.
+    let same_rules = chain_rules.is_some_and(|cr| cr.sha256() == rules.sha256());
+    let mut chain_eval = chain_evaluator;
+    let (mut day_eval, mut day_eval_chain) = if same_rules {
+        (None, chain_eval.as_ref().map(|e| (*e).clone()))
+    } else {
+        (Some(Evaluator::new(&rules)), None)
     };
-    let mut day_eval_chain = chain_eval.as_ref().map(|e| (*e).clone());
     let schemas = match Schemas::embedded() {
         Ok(s) => s,
         Err(e) => return fail(files::ENTRIES, None, e.to_string()),
@@ -821,7 +881,7 @@ fn verify_loaded(
         (None, Some(d)) => d.finish(),
         (None, None) => Vec::new(),
     };
-    if chain_eval.is_some() {
+    if same_rules {
         if let Err(e) = compare_outcomes(&report.rules, &computed) {
             return fail(
                 files::REPORT_JSON,

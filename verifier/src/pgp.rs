@@ -319,6 +319,22 @@ impl VerificationHelper for Helper {
     }
 }
 
+/// Whether `sig_armored` is exactly the armor Evident writes for the
+/// signature packets it holds (no headers, standard line length, CRC).
+///
+/// OpenPGP readers tolerate variations (a damaged checksum line, changed
+/// padding bits) that leave the signature valid. A pack's `.asc` cannot be
+/// listed in the manifest it signs, so the pack verifier requires this one
+/// byte form instead: any changed byte is then detected.
+pub fn is_canonical_signature_armor(sig_armored: &[u8]) -> bool {
+    let Ok(bytes) = dearmor(sig_armored, armor::Kind::Signature) else { return false };
+    let Ok(mut w) = armor::Writer::new(Vec::new(), armor::Kind::Signature) else { return false };
+    if std::io::Write::write_all(&mut w, &bytes).is_err() {
+        return false;
+    }
+    w.finalize().is_ok_and(|canonical| canonical == sig_armored)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
