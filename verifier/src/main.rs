@@ -25,7 +25,7 @@ use serde_json::json;
                   Exit codes: 0 all verified; 1 the evidence is invalid; 2 usage or I/O error."
 )]
 struct Cli {
-    /// Machine-readable output (schemas/verify-output.schema.json).
+    /// Machine-readable output (schemas/cli/verify.*.json).
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
