@@ -36,7 +36,7 @@ use evident_verify::manifest::{
     self, Counts, FileInfo, MAX_MANIFEST_BYTES, MAX_SMALL_FILE_BYTES, Manifest, ManifestKey, PACK_FORMAT, PreviousPack,
     REPORT_FORMAT, Report, files,
 };
-use evident_verify::rules::Evaluator;
+use evident_verify::rules::{Evaluator, RuleSet};
 use evident_verify::ts::Timestamp;
 use sha2::{Digest as _, Sha256};
 
@@ -75,6 +75,70 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 
 impl Progress for NoProgress {}
+
+/// The state the rules and the key history carry from the entries before a
+/// day: the evaluator fed `[0, position)` as history and the producer key
+/// history at `position`. Building consecutive days with one `History`
+/// reads every entry once, instead of re-reading the ledger from seq 0 for
+/// each day (see [`build_day_from`]).
+#[derive(Clone, Debug)]
+pub struct History<'r> {
+    rules: &'r RuleSet,
+    eval: Evaluator<'r>,
+    keys: KeyHistory,
+    next: u64,
+}
+
+impl<'r> History<'r> {
+    /// Nothing read yet.
+    pub fn new(rules: &'r RuleSet) -> History<'r> {
+        History { rules, eval: Evaluator::new(rules), keys: KeyHistory::new(), next: 0 }
+    }
+
+    /// One past the last seq fed.
+    pub fn position(&self) -> u64 {
+        self.next
+    }
+
+    /// Feeds one entry as history.
+    fn feed(&mut self, seq: u64, ts: Timestamp, e: &Entry) -> Result<(), ReportError> {
+        self.eval.history(seq, ts, &e.rec).map_err(|err| entry_err(seq, err))?;
+        if e.rec.kind == "key_event" {
+            let body: KeyEventBody = serde_json::from_value(e.rec.body.clone())
+                .map_err(|err| entry_err(seq, format!("key_event body: {err}")))?;
+            self.keys.apply(seq, ts, &body).map_err(|err| entry_err(seq, err))?;
+        }
+        self.next = seq + 1;
+        Ok(())
+    }
+
+    /// Reads the ledger from the current position up to `to`, starting over
+    /// from seq 0 if the position is already past it.
+    fn advance(
+        &mut self,
+        ledger: &Ledger,
+        to: u64,
+        day: NaiveDate,
+        progress: &dyn Progress,
+    ) -> Result<(), ReportError> {
+        if self.next > to {
+            *self = History::new(self.rules);
+        }
+        progress.begin(day, Stage::History, to - self.next);
+        let mut failure = None;
+        let mut batch = 0;
+        ledger
+            .for_each_leaf(self.next, to, |seq, _ts, leaf| {
+                let r = parse_entry(seq, leaf).and_then(|(e, ts)| self.feed(seq, ts, &e));
+                tick(progress, &mut batch);
+                stop_on(r, &mut failure)
+            })
+            .or_else(|e| failure.take().map_or(Err(ReportError::ledger("reading the history")(e)), Err))?;
+        progress.advance(batch);
+        progress.end();
+        Ok(())
+    }
+}
 
 /// A pack on disk.
 #[derive(Clone, Debug)]
@@ -177,6 +241,20 @@ pub fn build_day_with(
     now: Timestamp,
     progress: &dyn Progress,
 ) -> Result<BuiltPack, ReportError> {
+    build_day_from(ledger, cfg, day, now, &mut History::new(&cfg.rules.set), progress)
+}
+
+/// As [`build_day_with`], continuing from `history` (which must have been
+/// made from `cfg.rules`): it is advanced to the day's start, and after a
+/// build it stands at the day's end, ready for the next day.
+pub fn build_day_from(
+    ledger: &Ledger,
+    cfg: &ReporterConfig,
+    day: NaiveDate,
+    now: Timestamp,
+    history: &mut History<'_>,
+    progress: &dyn Progress,
+) -> Result<BuiltPack, ReportError> {
     let packs_dir = &cfg.packs_dir;
     let dir = pack_dir(packs_dir, day);
     if dir.exists() {
@@ -206,7 +284,7 @@ pub fn build_day_with(
         .map_err(ReportError::ledger(format!("sealing the ledger at the end of {day}")))?;
 
     let tmp = TempDir::create(packs_dir.join(format!(".{day}.tmp-{}", std::process::id())))?;
-    let built = write_pack(ledger, cfg, day, now, start, end, previous, &tmp.path, progress)?;
+    let built = write_pack(ledger, cfg, day, now, start, end, previous, &tmp.path, history, progress)?;
 
     fs::rename(&tmp.path, &dir).map_err(ReportError::io("moving the finished pack into place", &dir))?;
     tmp.disarm();
@@ -325,34 +403,27 @@ fn write_pack(
     end: u64,
     previous: Option<PreviousPack>,
     dir: &Path,
+    history: &mut History<'_>,
     progress: &dyn Progress,
 ) -> Result<Written, ReportError> {
     let origin = ledger.options().origin.clone();
     let rules = &cfg.rules;
-    let mut eval = Evaluator::new(&rules.set);
-    let mut keys = KeyHistory::new();
 
     // History: state for rules that look back, and the key history at `start`.
-    progress.begin(day, Stage::History, start);
-    let mut failure = None;
-    let mut batch = 0;
-    ledger
-        .for_each_leaf(0, start, |seq, _ts, leaf| {
-            let r = parse_entry(seq, leaf).and_then(|(e, ts)| {
-                eval.history(seq, ts, &e.rec).map_err(|err| entry_err(seq, err))?;
-                if e.rec.kind == "key_event" {
-                    let body: KeyEventBody = serde_json::from_value(e.rec.body.clone())
-                        .map_err(|err| entry_err(seq, format!("key_event body: {err}")))?;
-                    keys.apply(seq, ts, &body).map_err(|err| entry_err(seq, err))?;
-                }
-                Ok(())
-            });
-            tick(progress, &mut batch);
-            stop_on(r, &mut failure)
+    history.advance(ledger, start, day, progress)?;
+    let mut eval = history.eval.clone();
+    let producer_keys = history
+        .keys
+        .all()
+        .map(|(producer, k)| ManifestKey {
+            producer: producer.to_string(),
+            key: k.key.to_string(),
+            valid_from: k.valid_from.to_string(),
+            valid_until: k.valid_until.map(|t| t.to_string()),
+            introduced_seq: k.introduced_seq,
         })
-        .or_else(|e| failure.take().map_or(Err(ReportError::ledger("reading the history")(e)), Err))?;
-    progress.advance(batch);
-    progress.end();
+        .collect();
+    let mut failure = None;
 
     // The day: entries.jsonl.zst, rule observations, counts.
     progress.begin(day, Stage::Day, end - start);
@@ -371,6 +442,7 @@ fn write_pack(
                     .map_err(ReportError::io("writing", &entries_path))?;
                 let (e, ts) = parse_entry(seq, leaf)?;
                 eval.observe(seq, ts, &e.rec).map_err(|err| entry_err(seq, err))?;
+                history.feed(seq, ts, &e)?;
                 *counts.by_kind.entry(e.rec.kind).or_default() += 1;
                 *counts.by_producer.entry(e.rec.producer).or_default() += 1;
                 Ok(())
@@ -417,16 +489,6 @@ fn write_pack(
         .hashes()
         .iter()
         .map(Hash::to_base64)
-        .collect();
-    let producer_keys = keys
-        .all()
-        .map(|(producer, k)| ManifestKey {
-            producer: producer.to_string(),
-            key: k.key.to_string(),
-            valid_from: k.valid_from.to_string(),
-            valid_until: k.valid_until.map(|t| t.to_string()),
-            introduced_seq: k.introduced_seq,
-        })
         .collect();
     let key = &ledger.options().key;
     let pgp =

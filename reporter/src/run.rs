@@ -229,13 +229,6 @@ impl Reporter {
             .map_err(|source| ReportError::Task { what: format!("building {day}"), source })?
     }
 
-    async fn load_pack(&self, day: NaiveDate) -> Result<BuiltPack, ReportError> {
-        let dir = self.cfg.packs_dir.clone();
-        tokio::task::spawn_blocking(move || pack::load_pack(&dir, day))
-            .await
-            .map_err(|source| ReportError::Task { what: format!("loading {day}"), source })?
-    }
-
     /// Builds the pack of `day` (or finds it already built) and anchors it.
     pub async fn build_day(
         &self,
@@ -262,6 +255,11 @@ impl Reporter {
     /// As [`Reporter::build_missing`], reporting each day as it is done and
     /// stopping between days once `stop` is set. Returns the number of days
     /// touched. On an error the days before it stay built and anchored.
+    ///
+    /// Building runs on one blocking thread that carries the rules' and the
+    /// key history's state from day to day, so a catch-up over many days
+    /// reads each ledger entry once; each pack is anchored (asynchronously)
+    /// before the next day is built.
     pub async fn build_missing_with(
         &self,
         now: Timestamp,
@@ -271,25 +269,31 @@ impl Reporter {
     ) -> Result<usize, ReportError> {
         let _lock = self.begin().await?;
         let Some((first, last)) = self.closed_range(now)? else { return Ok(0) };
+        let (pack_tx, mut packs) = tokio::sync::mpsc::channel::<Result<BuiltPack, ReportError>>(1);
+        let (go_tx, go) = std::sync::mpsc::channel::<bool>();
+        let (ledger, cfg) = (self.ledger.clone(), self.cfg.clone());
+        let worker = tokio::task::spawn_blocking(move || {
+            catch_up(&ledger, &cfg, first, last, now, progress.as_ref(), &pack_tx, &go);
+        });
         let mut touched = 0;
-        let mut day = first;
-        while day <= last && !stop.load(Ordering::SeqCst) {
-            let pack = if pack::pack_dir(&self.cfg.packs_dir, day).exists() {
-                let pack = self.load_pack(day).await?;
-                if anchoring::is_anchored(&self.ledger, &pack) {
-                    day = next(day)?;
-                    continue;
+        let result = async {
+            while let Some(pack) = packs.recv().await {
+                let pack = pack?;
+                let anchors = anchoring::anchor_pack(&self.ledger, &self.store, &self.store_desc, &pack).await?;
+                on_day(&DayOutcome::new(&pack, anchors));
+                touched += 1;
+                if go_tx.send(!stop.load(Ordering::SeqCst)).is_err() {
+                    break;
                 }
-                pack
-            } else {
-                self.build_pack(day, now, progress.clone()).await?
-            };
-            let anchors = anchoring::anchor_pack(&self.ledger, &self.store, &self.store_desc, &pack).await?;
-            on_day(&DayOutcome::new(&pack, anchors));
-            touched += 1;
-            day = next(day)?;
+            }
+            Ok(())
         }
-        Ok(touched)
+        .await;
+        // Dropping both channel ends releases a worker waiting on either.
+        drop(go_tx);
+        drop(packs);
+        worker.await.map_err(|source| ReportError::Task { what: "building the missing days".into(), source })?;
+        result.map(|()| touched)
     }
 
     /// The closed days from the ledger's first: `None` if the ledger is
@@ -349,6 +353,47 @@ impl Reporter {
             day = next(day)?;
         }
         Ok(st)
+    }
+}
+
+/// The blocking half of [`Reporter::build_missing_with`]: walks the days,
+/// sends every pack that needs anchoring (built now, or built before without
+/// confirmed anchors), and waits for the go-ahead before the next day.
+#[allow(clippy::too_many_arguments)]
+fn catch_up(
+    ledger: &Ledger,
+    cfg: &ReporterConfig,
+    first: NaiveDate,
+    last: NaiveDate,
+    now: Timestamp,
+    progress: &dyn Progress,
+    packs: &tokio::sync::mpsc::Sender<Result<BuiltPack, ReportError>>,
+    go: &std::sync::mpsc::Receiver<bool>,
+) {
+    let mut history = pack::History::new(&cfg.rules.set);
+    let mut day = first;
+    while day <= last {
+        let step = if pack::pack_dir(&cfg.packs_dir, day).exists() {
+            pack::load_pack(&cfg.packs_dir, day).map(|p| (!anchoring::is_anchored(ledger, &p)).then_some(p))
+        } else {
+            pack::build_day_from(ledger, cfg, day, now, &mut history, progress).map(Some)
+        };
+        match step {
+            Ok(None) => {}
+            Ok(Some(p)) => {
+                if packs.blocking_send(Ok(p)).is_err() || go.recv() != Ok(true) {
+                    return;
+                }
+            }
+            Err(e) => {
+                let _ = packs.blocking_send(Err(e));
+                return;
+            }
+        }
+        match day.succ_opt() {
+            Some(d) => day = d,
+            None => return,
+        }
     }
 }
 

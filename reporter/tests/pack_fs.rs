@@ -101,6 +101,9 @@ fn build_missing_builds_links_and_anchors_three_days() {
         }
     }
 
+    // The regulator's verifier accepts the chain, as directories and as tars.
+    assert_eq!(verify_chain_with_verifier(&fx.packs_dir), 3);
+
     // A rerun is a no-op: nothing built, nothing appended.
     let size = fx.ledger.size().expect("size");
     let again = rt.block_on(reporter.build_missing(now)).expect("rerun");
@@ -156,6 +159,7 @@ fn nightly_runs_carry_the_previous_receipts() {
         assert_eq!(receipts, if d == D1 { 0 } else { 2 }, "{d}");
         previous = Some(done[0].pack_dir.clone());
     }
+    assert_eq!(verify_chain_with_verifier(&fx.packs_dir), 3);
 }
 
 #[test]
@@ -183,6 +187,7 @@ fn three_empty_days_get_packs() {
         assert_eq!(d.anchors.len(), 2);
         previous = Some(d.pack_dir.clone());
     }
+    assert_eq!(verify_chain_with_verifier(&fx.packs_dir), 4);
 }
 
 #[test]
@@ -217,6 +222,7 @@ fn rebuilding_a_deleted_pack_is_byte_identical() {
         }
     }
     check_pack(&dir, &again.tar, Some(&pack::pack_dir(&fx.packs_dir, day(D1))));
+    assert_eq!(verify_chain_with_verifier(&fx.packs_dir), 2);
 }
 
 #[test]

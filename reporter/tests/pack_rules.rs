@@ -158,6 +158,9 @@ fn seeded_violations_are_named_by_seq_and_a_clean_day_passes() {
     assert_eq!(std::fs::read(done[1].pack_dir.join(files::RULES)).expect("rules"), stricter_rules());
     assert_eq!(done[1].anchors.len(), 2);
     check_pack(&done[1].pack_dir, &done[1].tar, Some(&done[0].pack_dir));
+    // The regulator's verifier recomputes the same outcomes (with the
+    // replayed token's history from day 1).
+    assert_eq!(verify_chain_with_verifier(&fx.dir.path().join("strict-packs")), 2);
     let _ = clean;
 
     // The same clean day under the shipped default rules passes them all.

@@ -81,8 +81,6 @@ impl Fixture {
         let ledger_config = base.join("evident.toml");
         std::fs::write(&ledger_config, cfg.to_toml()).expect("evident.toml");
         let clock = Arc::new(AtomicI64::new(start.0));
-        let mut cfg = cfg;
-        if std::env::var("ZZ_UNSIGNED").is_ok() { cfg.unsigned_producers = vec!["legacy-batch".into()]; std::fs::write(&ledger_config, cfg.to_toml()).expect("toml"); }
         let mut opts = cfg.options().expect("options");
         let c = clock.clone();
         opts.clock = Clock::from_fn(move || Timestamp(c.load(Ordering::SeqCst)));
@@ -406,4 +404,39 @@ pub fn check_pack(pack_dir: &Path, tar: &Path, previous: Option<&Path>) -> (Mani
     }
     assert_eq!(names, files::ORDER.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     (m, leaves)
+}
+
+/// Runs the regulator's verifier (`evident_verify::pack::verify_chain`)
+/// over every pack in `packs_dir`, as directories and again as tars,
+/// trusting only the ledger key and its OpenPGP certificate; panics with
+/// the first failure.
+pub fn verify_chain_with_verifier(packs_dir: &Path) -> usize {
+    use evident_verify::pack::{Trust, TrustedKey, verify_chain};
+
+    let key = ledger_key();
+    let pgp = evident_ledger::pgp::PgpSigner::from_seed(
+        key.seed(),
+        &format!("Evident ledger {ORIGIN}"),
+        evident_ledger::pgp_creation_time(),
+    )
+    .expect("pgp");
+    let trust = Trust {
+        ledger_keys: vec![TrustedKey::always(key.verifier())],
+        pgp_cert: Some(pgp.cert_armored().expect("cert").into_bytes()),
+        pgp_time: std::time::SystemTime::now(),
+        producer_signatures: true,
+    };
+    let dirs = verify_chain(packs_dir, &trust, &mut |_, _, _| {});
+    assert!(dirs.failure.is_none(), "the verifier refuses the pack directories: {:?}", dirs.failure);
+    let tars = tempfile::tempdir().expect("tempdir");
+    for ent in std::fs::read_dir(packs_dir).expect("packs dir") {
+        let p = ent.expect("entry").path();
+        if p.extension().is_some_and(|e| e == "tar") {
+            std::fs::copy(&p, tars.path().join(p.file_name().expect("name"))).expect("copy tar");
+        }
+    }
+    let tar_result = verify_chain(tars.path(), &trust, &mut |_, _, _| {});
+    assert!(tar_result.failure.is_none(), "the verifier refuses the tars: {:?}", tar_result.failure);
+    assert_eq!(tar_result.packs.len(), dirs.packs.len());
+    dirs.packs.len()
 }
