@@ -85,6 +85,10 @@ def main():
     w("")
     w(f"Machine: {machine()}.")
     w("")
+    note = os.environ.get("EVIDENT_BENCH_NOTE")
+    if note:
+        w(f"Conditions: {note}")
+        w("")
     w("Every figure stands next to a baseline measured in the same run, so the ratio stays meaningful on a noisy "
       "machine. Times are criterion medians unless stated.")
     w("")
