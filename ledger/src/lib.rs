@@ -9,7 +9,8 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use evident_ledger::{Ledger, LedgerOptions, Signer, keyfile};
 //! let key = keyfile::read_signer_key("evident/ledger.key".as_ref())?;
-//! let ledger = Ledger::open(LedgerOptions::new("evident/ledger.db", key.name(), key))?;
+//! let origin = key.name().to_string();
+//! let ledger = Ledger::open(LedgerOptions::new("evident/ledger.db", &origin, key))?;
 //! let producer = Signer::new(keyfile::read_signer_key("deploy-bot.key".as_ref())?)?;
 //! let sub = producer.sign("run-42", "invariant_result", "2026-11-21T09:30:12Z", serde_json::json!({}))?;
 //! let receipt = ledger.append(sub)?; // durable when it returns
