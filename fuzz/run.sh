@@ -32,6 +32,8 @@ for t in "${TARGETS[@]}"; do
   rc=$?
   left=$((SECONDS_PER_TARGET - ($(date +%s) - start)))
   echo "=== $t: exit $rc, ${left}s left" | tee -a "$log"
+  # 72 is libFuzzer's exit code for SIGINT/SIGTERM: not a finding, stop.
+  [ $rc -eq 72 ] && { echo "=== $t: interrupted by a signal" | tee -a "$log"; exit 72; }
   if [ $rc -ne 0 ] && [ $left -gt 30 ]; then
     echo "=== $t: $(date -u +%FT%TZ) fork mode (-ignore_crashes=1), ${left}s" | tee -a "$log"
     nice -n 19 "$BIN/$t" -artifact_prefix="artifacts/$t/" "${LIBFUZZER[@]}" "${dict[@]}" \
