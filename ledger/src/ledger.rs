@@ -3,10 +3,12 @@
 //!
 //! ## Append path
 //! 1. *Prepare* (no lock, parallel across callers): envelope checks, size
-//!    limit, schema, PII commitments, producer signature.
+//!    limit, schema, PII commitments, JCS(rec); producer signatures are
+//!    verified in parallel batches (`evident_verify::sig`).
 //! 2. *Queue*: the prepared record joins a shared queue.
-//! 3. *Commit*: whichever caller holds the writer lock drains the whole
-//!    queue into one `BEGIN IMMEDIATE` transaction: it re-reads the tree
+//! 3. *Commit*: if no commit is running, the caller becomes the leader and
+//!    drains the queue into one `BEGIN IMMEDIATE` transaction (the others
+//!    sleep on a condition variable and wake with their receipts): it re-reads the tree
 //!    size (another process may have appended), resolves `(producer, id)`
 //!    duplicates, assigns `seq` and a non-decreasing `ts`, checks the key is
 //!    valid at `ts`, writes entries and completed tiles, and commits once.
@@ -19,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use evident_verify::checkpoint::{self, Checkpoint};
 use evident_verify::hash::{Hash, TreeHead, leaf_hash};
 use evident_verify::keys::{KeyEventBody, KeyHistory};
-use evident_verify::leaf::{Entry, LEAF_VERSION, ProducerSig, Record};
+use evident_verify::leaf::{Entry, ProducerSig, Record};
 use evident_verify::merkle::{self, CompactRange};
 use evident_verify::note::{SignerKey, VerifierKey};
 use evident_verify::receipt::{RECEIPT_FORMAT, Receipt as ReceiptFile};
@@ -30,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{AppendError, LedgerError, StoreError};
 use crate::privacy::{Privacy, VaultRow};
-use crate::store::{self, Frontier, Synchronous, TileReader, to_i64, to_u64};
+use crate::store::{self, Frontier, SharedTiles, Synchronous, TileReader, to_i64, to_u64};
 
 /// Default cap on a record's canonical size: 48 KiB, so that a leaf with
 /// its envelope stays under the verifier's 64 KiB leaf limit.
@@ -164,11 +166,24 @@ pub struct AppendReceipt {
 struct Prepared {
     rec: Record,
     sig: Option<ProducerSig>,
-    /// What a retry is compared on: JCS(rec), or for a record the ledger
-    /// committed itself, JCS of the record as submitted (salts differ per try).
-    dedup_jcs: Vec<u8>,
+    /// JCS(rec) as stored and signed.
+    rec_jcs: Vec<u8>,
+    /// JCS(sig), spliced into the leaf.
+    sig_jcs: Option<Vec<u8>>,
+    /// For a record the ledger committed itself: JCS of the record as
+    /// submitted, which is what a retry is compared on (salts differ per try).
+    dedup_raw: Option<Vec<u8>>,
+    /// The key and raw signature still to verify (in a batch, before commit).
+    unverified: Option<(VerifierKey, [u8; 64])>,
     idkey: i64,
     vault: Vec<VaultRow>,
+}
+
+impl Prepared {
+    /// What a retry is compared on.
+    fn dedup_jcs(&self) -> &[u8] {
+        self.dedup_raw.as_deref().unwrap_or(&self.rec_jcs)
+    }
 }
 
 struct Slot {
@@ -178,6 +193,24 @@ struct Slot {
 struct Pending {
     items: Vec<Prepared>,
     slot: Arc<Slot>,
+}
+
+/// Records waiting for a commit, and whether a leader is committing.
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    leader: bool,
+}
+
+/// Ends a leader's turn, also when the commit panics, so that waiters are
+/// never left asleep.
+struct Lead<'a>(&'a Inner);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        lock(&self.0.queue).leader = false;
+        self.0.done.notify_all();
+    }
 }
 
 struct Writer {
@@ -191,12 +224,16 @@ struct Inner {
     opts: LedgerOptions,
     schemas: Schemas,
     privacy: Privacy,
-    queue: Mutex<Vec<Pending>>,
+    queue: Mutex<Queue>,
     writer: Mutex<Writer>,
     reader: Mutex<Connection>,
     /// Snapshot of the key history for signature checks before the lock.
     keys: Mutex<Arc<KeyHistory>>,
     done: Condvar,
+    /// The right edge as of the last commit this handle made, for proofs.
+    edge: Mutex<Option<Arc<Frontier>>>,
+    /// Upper tiles, kept across proofs.
+    tiles: SharedTiles,
 }
 
 /// A handle on one ledger file. `Send + Sync`: share it with `Arc` or clone it.
@@ -277,11 +314,13 @@ impl Ledger {
             inner: Arc::new(Inner {
                 schemas,
                 privacy,
-                queue: Mutex::new(Vec::new()),
+                queue: Mutex::new(Queue::default()),
                 writer: Mutex::new(Writer { conn, frontier: None, keys: keys.clone() }),
                 reader: Mutex::new(reader),
                 keys: Mutex::new(Arc::new(keys)),
                 done: Condvar::new(),
+                edge: Mutex::new(None),
+                tiles: SharedTiles::default(),
                 opts,
             }),
         })
@@ -321,14 +360,15 @@ impl Ledger {
         if rec_jcs.len() > opts.max_record_bytes {
             return Err(AppendError::TooLarge { size: rec_jcs.len(), limit: opts.max_record_bytes });
         }
-        match &sig {
-            Some(s) => self.check_signature(&rec, s, &rec_jcs)?,
+        let unverified = match &sig {
+            Some(s) => Some(self.signing_key(&rec, s)?),
             None => {
                 if !opts.unsigned_producers.contains(&rec.producer) {
                     return Err(AppendError::Unsigned(rec.producer.clone()));
                 }
+                None
             }
-        }
+        };
         if rec.kind == "key_event" && rec.producer != opts.key.name() {
             return Err(AppendError::Privacy(format!(
                 "key_event records must come from the ledger itself (producer {:?}); use `evident key`",
@@ -336,39 +376,30 @@ impl Ledger {
             )));
         }
         let idkey = store::idkey(&rec.producer, &rec.id);
-        let dedup_jcs = match raw_jcs {
-            Some(raw) if !vault.is_empty() => raw,
-            _ => rec_jcs,
-        };
-        Ok(Prepared { rec, sig, dedup_jcs, idkey, vault })
+        let dedup_raw = raw_jcs.filter(|_| !vault.is_empty());
+        let sig_jcs = sig.as_ref().map(ProducerSig::canonical_bytes);
+        Ok(Prepared { rec, sig, rec_jcs, sig_jcs, dedup_raw, unverified, idkey, vault })
     }
 
-    /// Checks the signature against any key of the producer ever registered;
-    /// validity at `ts` is checked at commit, when `ts` is known.
-    fn check_signature(&self, rec: &Record, sig: &ProducerSig, jcs: &[u8]) -> Result<(), AppendError> {
+    /// Finds the key a signature names among the producer's keys (any ever
+    /// registered; validity at `ts` is checked at commit, when `ts` is
+    /// known) and decodes the signature. The signature itself is verified
+    /// in a batch by [`verify_signatures`].
+    fn signing_key(&self, rec: &Record, sig: &ProducerSig) -> Result<(VerifierKey, [u8; 64]), AppendError> {
         rec.check_sig_binding(sig).map_err(AppendError::Signature)?;
-        let ledger_key = self.inner.opts.key.verifier();
-        let key = if rec.producer == ledger_key.name() && sig.key == ledger_key.id() {
-            ledger_key
-        } else {
-            let keys = lock(&self.inner.keys).clone();
-            let found =
-                keys.all().find(|(p, k)| *p == rec.producer && k.key.id() == sig.key).map(|(_, k)| k.key.clone());
-            match found {
-                Some(k) => k,
-                None => {
-                    return Err(AppendError::Key(evident_verify::keys::KeyHistoryError::UnknownKey {
-                        producer: rec.producer.clone(),
-                        key: sig.key.clone(),
-                    }));
-                }
-            }
-        };
         let raw = evident_verify::leaf::decode_sig(&sig.ed25519).map_err(AppendError::Signature)?;
-        if key.verify(jcs, &raw) {
-            Ok(())
-        } else {
-            Err(AppendError::Signature(evident_verify::leaf::LeafError::BadSignature { key: sig.key.clone() }))
+        let ledger_key = self.inner.opts.key.verifier();
+        if rec.producer == ledger_key.name() && sig.key == ledger_key.id() {
+            return Ok((ledger_key, raw));
+        }
+        let keys = lock(&self.inner.keys).clone();
+        let found = keys.all().find(|(p, k)| *p == rec.producer && k.key.id() == sig.key).map(|(_, k)| k.key.clone());
+        match found {
+            Some(k) => Ok((k, raw)),
+            None => Err(AppendError::Key(evident_verify::keys::KeyHistoryError::UnknownKey {
+                producer: rec.producer.clone(),
+                key: sig.key.clone(),
+            })),
         }
     }
 
@@ -386,6 +417,7 @@ impl Ledger {
         } else {
             subs.into_iter().map(|s| self.prepare(s)).collect()
         };
+        let prepared = verify_signatures(prepared);
         let mut results: Vec<Option<Result<AppendReceipt, AppendError>>> = Vec::with_capacity(prepared.len());
         let mut good = Vec::new();
         let mut positions = Vec::new();
@@ -413,29 +445,37 @@ impl Ledger {
 
     fn submit(&self, items: Vec<Prepared>) -> Vec<Result<AppendReceipt, AppendError>> {
         let slot = Arc::new(Slot { result: Mutex::new(None) });
-        lock(&self.inner.queue).push(Pending { items, slot: slot.clone() });
+        let mut q = lock(&self.inner.queue);
+        q.pending.push(Pending { items, slot: slot.clone() });
         loop {
             if let Some(r) = lock(&slot.result).take() {
                 return r;
             }
-            let mut writer = lock(&self.inner.writer);
-            // Another caller may have committed our records while we waited.
-            if let Some(r) = lock(&slot.result).take() {
-                return r;
+            if q.leader {
+                // A commit is running; it or the next one takes our records.
+                q = self.inner.done.wait(q).unwrap_or_else(|p| p.into_inner());
+                continue;
             }
+            q.leader = true;
             let mut batch = Vec::new();
-            {
-                let mut q = lock(&self.inner.queue);
-                let mut n = 0;
-                while !q.is_empty() && (n == 0 || n + q[0].items.len() <= MAX_GROUP) {
-                    let p = q.remove(0);
+            let mut n = 0;
+            let take = q
+                .pending
+                .iter()
+                .take_while(|p| {
+                    let fits = n == 0 || n + p.items.len() <= MAX_GROUP;
                     n += p.items.len();
-                    batch.push(p);
-                }
+                    fits
+                })
+                .count();
+            batch.extend(q.pending.drain(..take));
+            drop(q);
+            {
+                let _lead = Lead(&self.inner);
+                let mut writer = lock(&self.inner.writer);
+                self.commit(&mut writer, batch);
             }
-            self.commit(&mut writer, batch);
-            drop(writer);
-            self.inner.done.notify_all();
+            q = lock(&self.inner.queue);
         }
     }
 
@@ -523,7 +563,7 @@ impl Ledger {
                     for &(j, seq) in prev {
                         if items[j].rec.producer == p.rec.producer && items[j].rec.id == p.rec.id {
                             dup = Some(match &out[j] {
-                                Ok(r) if items[j].dedup_jcs == p.dedup_jcs => {
+                                Ok(r) if items[j].dedup_jcs() == p.dedup_jcs() => {
                                     let r: &AppendReceipt = r;
                                     Ok(AppendReceipt { duplicate: true, ..r.clone() })
                                 }
@@ -550,14 +590,11 @@ impl Ledger {
                     continue;
                 }
                 let seq = front_work.range.size();
-                let entry = Entry { v: LEAF_VERSION, seq, ts: ts_s.clone(), rec: p.rec.clone(), sig: p.sig.clone() };
-                let leaf = match entry.to_leaf_bytes() {
-                    Ok(l) => l,
-                    Err(e) => {
-                        out.push(Err(AppendError::Record(e)));
-                        continue;
-                    }
-                };
+                let leaf = evident_verify::leaf::leaf_bytes_from_parts(seq, &ts_s, &p.rec_jcs, p.sig_jcs.as_deref());
+                if leaf.len() > evident_verify::leaf::MAX_LEAF_BYTES {
+                    out.push(Err(AppendError::Record(evident_verify::leaf::LeafError::TooLarge(leaf.len()))));
+                    continue;
+                }
                 if p.rec.kind == "key_event" {
                     let body: KeyEventBody = match serde_json::from_value(p.rec.body.clone()) {
                         Ok(b) => b,
@@ -589,6 +626,7 @@ impl Ledger {
         front_work.last_ts = ts_val;
         tx.commit()?;
         *front = front_work;
+        *lock(&self.inner.edge) = Some(Arc::new(front.clone()));
         if keys_changed {
             *keys = keys_work;
             *lock(&self.inner.keys) = Arc::new(keys.clone());
@@ -680,11 +718,15 @@ impl Ledger {
 
     /// Inclusion proof of `seq` in the tree of `size` leaves.
     pub fn prove_inclusion(&self, seq: u64, size: u64) -> Result<Vec<Hash>, LedgerError> {
+        let edge = lock(&self.inner.edge).clone();
         let conn = lock(&self.inner.reader);
-        if size > store::size(&conn)? {
+        // One read transaction: one snapshot, one lock, for all the reads.
+        let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+        if size > store::size(&tx)? {
             return Err(LedgerError::Request(format!("tree size {size} is beyond the ledger")));
         }
-        merkle::prove_inclusion(&TileReader::new(&conn), seq, size).map_err(|e| match e {
+        let reader = TileReader::with_caches(&tx, edge.as_deref(), &self.inner.tiles);
+        merkle::prove_inclusion(&reader, seq, size).map_err(|e| match e {
             merkle::ProveError::Store(s) => LedgerError::Store(s),
             other => LedgerError::Request(other.to_string()),
         })
@@ -692,11 +734,14 @@ impl Ledger {
 
     /// Consistency proof from `old` to `new` leaves.
     pub fn prove_consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, LedgerError> {
+        let edge = lock(&self.inner.edge).clone();
         let conn = lock(&self.inner.reader);
-        if new > store::size(&conn)? {
+        let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+        if new > store::size(&tx)? {
             return Err(LedgerError::Request(format!("tree size {new} is beyond the ledger")));
         }
-        merkle::prove_consistency(&TileReader::new(&conn), old, new).map_err(|e| match e {
+        let reader = TileReader::with_caches(&tx, edge.as_deref(), &self.inner.tiles);
+        merkle::prove_consistency(&reader, old, new).map_err(|e| match e {
             merkle::ProveError::Store(s) => LedgerError::Store(s),
             other => LedgerError::Request(other.to_string()),
         })
@@ -892,9 +937,40 @@ fn same_or_conflict(
     ts: Timestamp,
     leaf: &[u8],
 ) -> Result<AppendReceipt, AppendError> {
-    if stored_jcs == p.dedup_jcs {
+    if stored_jcs == p.dedup_jcs() {
         Ok(AppendReceipt { seq, leaf_hash: leaf_hash(leaf).to_hex(), ts: ts.to_string(), duplicate: true })
     } else {
         Err(AppendError::Conflict { producer: p.rec.producer.clone(), id: p.rec.id.clone(), seq })
     }
+}
+
+/// Verifies the producer signatures of a batch of prepared records in
+/// parallel batches (see `evident_verify::sig`), before the write lock.
+fn verify_signatures(mut prepared: Vec<Result<Prepared, AppendError>>) -> Vec<Result<Prepared, AppendError>> {
+    let todo: Vec<usize> = prepared
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| matches!(p, Ok(p) if p.unverified.is_some()))
+        .map(|(i, _)| i)
+        .collect();
+    let verdicts = {
+        let items: Vec<(&VerifierKey, &[u8], &[u8; 64])> = todo
+            .iter()
+            .filter_map(|&i| match &prepared[i] {
+                Ok(Prepared { unverified: Some((key, raw)), rec_jcs, .. }) => Some((key, rec_jcs.as_slice(), raw)),
+                _ => None,
+            })
+            .collect();
+        evident_verify::sig::verify_many(&items)
+    };
+    for (i, ok) in todo.into_iter().zip(verdicts) {
+        if !ok {
+            let key = match &prepared[i] {
+                Ok(p) => p.sig.as_ref().map(|s| s.key.clone()).unwrap_or_default(),
+                Err(_) => continue,
+            };
+            prepared[i] = Err(AppendError::Signature(evident_verify::leaf::LeafError::BadSignature { key }));
+        }
+    }
+    prepared
 }

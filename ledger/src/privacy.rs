@@ -124,6 +124,9 @@ struct Detector {
 pub struct Privacy {
     config: PrivacyConfig,
     detectors: Vec<Detector>,
+    /// All detectors in one automaton: most text has no hit, and one scan
+    /// says so instead of one per detector.
+    any: regex::RegexSet,
 }
 
 impl std::fmt::Debug for Detector {
@@ -177,7 +180,8 @@ impl Privacy {
                 false,
             )?,
         ];
-        Ok(Privacy { config, detectors })
+        let any = regex::RegexSet::new(detectors.iter().map(|d| d.re.as_str())).map_err(|e| e.to_string())?;
+        Ok(Privacy { config, detectors, any })
     }
 
     fn action(&self, name: &str) -> DetectorAction {
@@ -186,6 +190,9 @@ impl Privacy {
 
     /// Finds the first detector hit in `s`: `(detector, byte range)`.
     fn first_hit(&self, s: &str) -> Option<(&'static str, std::ops::Range<usize>)> {
+        if !self.any.is_match(s) {
+            return None;
+        }
         for d in &self.detectors {
             if self.action(d.name) == DetectorAction::Off {
                 continue;

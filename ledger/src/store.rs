@@ -139,7 +139,7 @@ pub fn idkey(producer: &str, id: &str) -> i64 {
 
 /// Number of entries.
 pub fn size(conn: &Connection) -> Result<u64, StoreError> {
-    let max: Option<i64> = conn.query_row("SELECT max(seq) FROM entries", [], |r| r.get(0))?;
+    let max: Option<i64> = conn.prepare_cached("SELECT max(seq) FROM entries")?.query_row([], |r| r.get(0))?;
     Ok(match max {
         Some(m) => to_u64(m)? + 1,
         None => 0,
@@ -178,25 +178,73 @@ fn perfect_root(row: &[Hash]) -> Hash {
 }
 
 type TileCache = HashMap<(u8, u64), Option<Vec<Hash>>>;
+type SharedTile = std::sync::Arc<Vec<Hash>>;
+
+/// Full tiles above level 0, kept across requests. A full tile never
+/// changes, so entries never go stale; the cap bounds memory (64 Ki tiles
+/// of 512 bytes: every level-1 tile of a 16M-entry ledger and all above).
+#[derive(Debug, Default)]
+pub struct SharedTiles {
+    tiles: std::sync::Mutex<HashMap<(u8, u64), SharedTile>>,
+}
+
+const SHARED_TILES_CAP: usize = 64 * 1024;
+
+impl SharedTiles {
+    fn get(&self, level: u8, idx: u64) -> Option<std::sync::Arc<Vec<Hash>>> {
+        self.tiles.lock().unwrap_or_else(|p| p.into_inner()).get(&(level, idx)).cloned()
+    }
+
+    fn put(&self, level: u8, idx: u64, t: &[Hash]) {
+        let mut m = self.tiles.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() < SHARED_TILES_CAP {
+            m.insert((level, idx), std::sync::Arc::new(t.to_vec()));
+        }
+    }
+}
 
 /// A [`NodeSource`] over the store's tiles, caching tiles for one request.
 #[allow(missing_debug_implementations)]
 pub struct TileReader<'c> {
     conn: &'c Connection,
     cache: std::cell::RefCell<TileCache>,
+    /// The writer's right edge, which holds the incomplete tiles' rows.
+    frontier: Option<&'c Frontier>,
+    shared: Option<&'c SharedTiles>,
 }
 
 impl<'c> TileReader<'c> {
     /// A reader over `conn`.
     pub fn new(conn: &'c Connection) -> TileReader<'c> {
-        TileReader { conn, cache: Default::default() }
+        TileReader { conn, cache: Default::default(), frontier: None, shared: None }
+    }
+
+    /// A reader that also takes incomplete right-edge rows from `frontier`
+    /// (of any size: rows of a larger tree agree on every node a smaller
+    /// tree has) and keeps upper tiles in `shared`.
+    pub fn with_caches(
+        conn: &'c Connection,
+        frontier: Option<&'c Frontier>,
+        shared: &'c SharedTiles,
+    ) -> TileReader<'c> {
+        TileReader { conn, cache: Default::default(), frontier, shared: Some(shared) }
     }
 
     fn tile(&self, level: u8, idx: u64) -> Result<Option<Vec<Hash>>, StoreError> {
         if let Some(t) = self.cache.borrow().get(&(level, idx)) {
             return Ok(t.clone());
         }
+        if level > 0
+            && let Some(t) = self.shared.and_then(|s| s.get(level, idx))
+        {
+            return Ok(Some(t.as_ref().clone()));
+        }
         let t = tile(self.conn, level, idx)?;
+        if level > 0
+            && let (Some(s), Some(t)) = (self.shared, &t)
+        {
+            s.put(level, idx, t);
+        }
         self.cache.borrow_mut().insert((level, idx), t.clone());
         Ok(t)
     }
@@ -209,7 +257,21 @@ impl<'c> TileReader<'c> {
             let off = (lo % TILE_WIDTH) as usize;
             return Ok(t[off..off + count as usize].to_vec());
         }
-        // The tile is not full yet: rebuild its nodes from below.
+        // The tile is not full yet: the frontier holds its row if it is the
+        // last tile of a tree at least this large.
+        if let Some(f) = self.frontier {
+            let shift = u32::from(tl) * u32::from(TILE_HEIGHT);
+            let n = f.range.size().checked_shr(shift).unwrap_or(0);
+            let start = n - n % TILE_WIDTH;
+            if lo >= start
+                && lo + count <= n
+                && let Some(row) = f.partial.get(usize::from(tl))
+            {
+                let off = (lo - start) as usize;
+                return Ok(row[off..off + count as usize].to_vec());
+            }
+        }
+        // Otherwise rebuild its nodes from below.
         (lo..lo + count)
             .map(|j| {
                 if tl == 0 {

@@ -120,6 +120,9 @@ impl KeyHistory {
         let list = self.keys.entry(ev.producer.clone()).or_default();
         match ev.action.as_str() {
             "add" | "rotate" => {
+                if !crate::sig::acceptable_key(key.key()) {
+                    return Err(bad(format!("key {} is not a canonical point of large order", key.id())));
+                }
                 if list.iter().any(|k| k.key == key) {
                     return Err(bad(format!("key {} is already registered", key.id())));
                 }

@@ -8,9 +8,11 @@
 //!   (generation over a [`merkle::NodeSource`], strict verification).
 //! - [`note`] and [`checkpoint`]: C2SP signed notes and tlog checkpoints.
 //! - [`leaf`]: the entry envelope, RFC 8785 canonical bytes, producer signatures.
+//! - [`sig`]: when a producer signature is valid, and batch verification.
 //!
-//! The core does no I/O: no database, network, clock or random numbers. Time
-//! is always a parameter. The command-line tool lives behind the default
+//! The core does no I/O: no database, network or clock. Time is always a
+//! parameter. The one use of the operating system's randomness is the
+//! coefficients of batch signature verification ([`sig::verify_many`]). The command-line tool lives behind the default
 //! `cli` feature, so the ledger and reporter depend on the library alone.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -27,6 +29,7 @@ pub mod pgp;
 pub mod receipt;
 pub mod rules;
 pub mod schema;
+pub mod sig;
 pub mod ts;
 
 pub use hash::{Hash, TreeHead, leaf_hash, node_hash};

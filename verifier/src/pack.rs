@@ -930,24 +930,8 @@ fn verify_loaded(
 
 /// Verifies signatures in parallel batches; returns the first bad seq.
 fn first_bad_signature(batch: &[(u64, Vec<u8>, [u8; 64], VerifierKey)]) -> Option<u64> {
-    if batch.is_empty() {
-        return None;
-    }
-    let bad: Vec<u64> = batch
-        .par_chunks(256)
-        .filter_map(|part| {
-            let msgs: Vec<&[u8]> = part.iter().map(|b| b.1.as_slice()).collect();
-            let sigs: Vec<ed25519_dalek::Signature> =
-                part.iter().map(|b| ed25519_dalek::Signature::from_bytes(&b.2)).collect();
-            let keys: Vec<ed25519_dalek::VerifyingKey> = part.iter().map(|b| *b.3.key()).collect();
-            if ed25519_dalek::verify_batch(&msgs, &sigs, &keys).is_ok() && part.iter().all(|b| !b.3.key().is_weak()) {
-                None
-            } else {
-                part.iter().find(|b| !b.3.verify(&b.1, &b.2)).map(|b| b.0)
-            }
-        })
-        .collect();
-    bad.into_iter().min()
+    let items: Vec<(&VerifierKey, &[u8], &[u8; 64])> = batch.iter().map(|b| (&b.3, b.1.as_slice(), &b.2)).collect();
+    crate::sig::verify_many(&items).into_iter().zip(batch).find(|(ok, _)| !ok).map(|(_, b)| b.0)
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

@@ -84,3 +84,70 @@ fn integers_beyond_double_precision_are_refused() {
     let v: Value = serde_json::from_str(r#"{"a":9007199254740992}"#).expect("json");
     assert_eq!(canonical_json(&v).expect("fits"), br#"{"a":9007199254740992}"#);
 }
+
+fn arb_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+    use proptest::prelude::*;
+    // Strings from a pool that covers the escapes, controls, non-ASCII and
+    // characters beyond U+FFFF (where UTF-8 and UTF-16 orders disagree).
+    let text = proptest::collection::vec(
+        prop_oneof![
+            Just('"'),
+            Just('\\'),
+            Just('\u{0}'),
+            Just('\u{1f}'),
+            Just('\u{7f}'),
+            Just('\n'),
+            Just('\u{8}'),
+            Just('\u{c}'),
+            Just('é'),
+            Just('\u{2028}'),
+            Just('\u{ffff}'),
+            Just('\u{10000}'),
+            Just('😀'),
+            proptest::char::range('a', 'e'),
+        ],
+        0..6,
+    )
+    .prop_map(|v| v.into_iter().collect::<String>());
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        (-(1i64 << 53)..=(1i64 << 53)).prop_map(serde_json::Value::from),
+        text.clone().prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+            proptest::collection::btree_map(text.clone(), inner, 0..5)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// The direct writer used for integer-only values is byte-identical to
+    /// the RFC 8785 crate.
+    #[test]
+    fn direct_writer_equals_the_crate(v in arb_json()) {
+        let ours = evident_verify::leaf::canonical_json(&v).expect("integers only");
+        let crate_bytes = serde_json_canonicalizer::to_vec(&v).expect("crate");
+        proptest::prop_assert_eq!(String::from_utf8(ours).expect("utf8"), String::from_utf8(crate_bytes).expect("utf8"));
+    }
+
+    /// Leaves spliced from JCS(rec) and JCS(sig) equal the envelope's JCS.
+    #[test]
+    fn spliced_leaf_equals_the_envelope(body in arb_json(), seq in 0u64..=(1u64 << 53), signed in proptest::prelude::any::<bool>()) {
+        use evident_verify::leaf::{Entry, ProducerSig, Record, leaf_bytes_from_parts};
+        let body = serde_json::json!({"x": body});
+        let rec = Record { id: "r-1".into(), kind: "approval".into(), producer: "svc".into(), at: "2026-01-01T00:00:00Z".into(), body };
+        let sig = signed.then(|| ProducerSig { key: "svc+01020304".into(), ed25519: "QUJD".repeat(21) + "QQ==" });
+        let ts = "2026-01-02T03:04:05.123456Z".to_string();
+        let e = Entry { v: 1, seq, ts: ts.clone(), rec: rec.clone(), sig: sig.clone() };
+        let want = serde_json_canonicalizer::to_vec(&serde_json::to_value(&e).expect("value")).expect("jcs");
+        let rec_jcs = rec.signing_bytes().expect("jcs");
+        let sig_jcs = sig.as_ref().map(ProducerSig::canonical_bytes);
+        proptest::prop_assert_eq!(leaf_bytes_from_parts(seq, &ts, &rec_jcs, sig_jcs.as_deref()), want);
+    }
+}
