@@ -718,29 +718,41 @@ impl Ledger {
 
     /// Inclusion proof of `seq` in the tree of `size` leaves.
     pub fn prove_inclusion(&self, seq: u64, size: u64) -> Result<Vec<Hash>, LedgerError> {
-        let edge = lock(&self.inner.edge).clone();
         let conn = lock(&self.inner.reader);
         // One read transaction: one snapshot, one lock, for all the reads.
         let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+        let edge = self.edge(&tx)?;
         if size > store::size(&tx)? {
             return Err(LedgerError::Request(format!("tree size {size} is beyond the ledger")));
         }
-        let reader = TileReader::with_caches(&tx, edge.as_deref(), &self.inner.tiles);
+        let reader = TileReader::with_caches(&tx, Some(&edge), &self.inner.tiles);
         merkle::prove_inclusion(&reader, seq, size).map_err(|e| match e {
             merkle::ProveError::Store(s) => LedgerError::Store(s),
             other => LedgerError::Request(other.to_string()),
         })
     }
 
+    /// The right edge for proofs: as of this handle's last commit, or loaded
+    /// once (O(log n) reads) if it has not committed yet. An edge older than
+    /// the database is still right for every tree size it covers.
+    fn edge(&self, conn: &Connection) -> Result<Arc<Frontier>, StoreError> {
+        if let Some(e) = lock(&self.inner.edge).clone() {
+            return Ok(e);
+        }
+        let e = Arc::new(Frontier::load(conn)?);
+        lock(&self.inner.edge).get_or_insert_with(|| e.clone());
+        Ok(e)
+    }
+
     /// Consistency proof from `old` to `new` leaves.
     pub fn prove_consistency(&self, old: u64, new: u64) -> Result<Vec<Hash>, LedgerError> {
-        let edge = lock(&self.inner.edge).clone();
         let conn = lock(&self.inner.reader);
         let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
+        let edge = self.edge(&tx)?;
         if new > store::size(&tx)? {
             return Err(LedgerError::Request(format!("tree size {new} is beyond the ledger")));
         }
-        let reader = TileReader::with_caches(&tx, edge.as_deref(), &self.inner.tiles);
+        let reader = TileReader::with_caches(&tx, Some(&edge), &self.inner.tiles);
         merkle::prove_consistency(&reader, old, new).map_err(|e| match e {
             merkle::ProveError::Store(s) => LedgerError::Store(s),
             other => LedgerError::Request(other.to_string()),

@@ -48,6 +48,8 @@ use crate::error::ReportError;
 pub const MAX_ENTRIES_OF_INTEREST: usize = 200;
 /// zstd level of `entries.jsonl.zst`.
 pub const ZSTD_LEVEL: i32 = 3;
+/// Leaves parsed in parallel at a time while building a pack.
+const PARSE_CHUNK: usize = 4096;
 
 /// Which pass of a build is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -433,26 +435,39 @@ fn write_pack(
     let mut enc = zstd::stream::write::Encoder::new(HashWriter::new(BufWriter::new(file)), ZSTD_LEVEL)
         .map_err(ReportError::io("starting zstd for", &entries_path))?;
     enc.include_checksum(true).map_err(ReportError::io("configuring zstd for", &entries_path))?;
+    // Compression runs on zstd's own worker thread, and leaves are parsed
+    // in parallel chunks; rules and history observe them in seq order.
+    enc.multithread(1).map_err(ReportError::io("configuring zstd for", &entries_path))?;
     let mut batch = 0;
+    let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(PARSE_CHUNK);
+    let mut observe_chunk = |chunk: &mut Vec<(u64, Vec<u8>)>| -> Result<(), ReportError> {
+        use rayon::prelude::*;
+        let parsed: Vec<Result<(Entry, Timestamp), ReportError>> =
+            chunk.par_iter().map(|(seq, leaf)| parse_entry(*seq, leaf)).collect();
+        for ((seq, leaf), p) in chunk.drain(..).zip(parsed) {
+            enc.write_all(&leaf)
+                .and_then(|()| enc.write_all(b"\n"))
+                .map_err(ReportError::io("writing", &entries_path))?;
+            let (e, ts) = p?;
+            eval.observe(seq, ts, &e.rec).map_err(|err| entry_err(seq, err))?;
+            history.feed(seq, ts, &e)?;
+            *counts.by_kind.entry(e.rec.kind).or_default() += 1;
+            *counts.by_producer.entry(e.rec.producer).or_default() += 1;
+        }
+        Ok(())
+    };
     ledger
         .for_each_leaf(start, end, |seq, _ts, leaf| {
-            let r = (|| {
-                enc.write_all(leaf)
-                    .and_then(|()| enc.write_all(b"\n"))
-                    .map_err(ReportError::io("writing", &entries_path))?;
-                let (e, ts) = parse_entry(seq, leaf)?;
-                eval.observe(seq, ts, &e.rec).map_err(|err| entry_err(seq, err))?;
-                history.feed(seq, ts, &e)?;
-                *counts.by_kind.entry(e.rec.kind).or_default() += 1;
-                *counts.by_producer.entry(e.rec.producer).or_default() += 1;
-                Ok(())
-            })();
+            chunk.push((seq, leaf.to_vec()));
+            let r = if chunk.len() == PARSE_CHUNK { observe_chunk(&mut chunk) } else { Ok(()) };
             tick(progress, &mut batch);
             stop_on(r, &mut failure)
         })
         .or_else(|e| {
             failure.take().map_or(Err(ReportError::ledger(format!("reading the entries of {day}"))(e)), Err)
         })?;
+    observe_chunk(&mut chunk)?;
+    drop(observe_chunk);
     progress.advance(batch);
     progress.end();
     let hw = enc.finish().map_err(ReportError::io("finishing", &entries_path))?;

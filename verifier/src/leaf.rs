@@ -419,6 +419,19 @@ impl Entry {
         Ok(bytes)
     }
 
+    /// JCS(rec) as a slice of this entry's canonical leaf bytes (the
+    /// message a producer signs), or `None` if `leaf` is not this entry's
+    /// canonical form. Avoids serializing the record again.
+    pub fn rec_bytes<'a>(&self, leaf: &'a [u8]) -> Option<&'a [u8]> {
+        const HEAD: &[u8] = b"{\"rec\":";
+        let sig_jcs = self.sig.as_ref().map(ProducerSig::canonical_bytes);
+        // The envelope after `rec`, exactly as leaf_bytes_from_parts writes it.
+        let tail = leaf_bytes_from_parts(self.seq, &self.ts, b"", sig_jcs.as_deref());
+        let tail = &tail[HEAD.len()..];
+        let body = leaf.strip_prefix(HEAD)?.strip_suffix(tail)?;
+        Some(body)
+    }
+
     /// Parses leaf bytes strictly: within the size cap, UTF-8, the exact
     /// envelope shape, every field valid, and already RFC 8785 canonical.
     pub fn parse_leaf(bytes: &[u8]) -> Result<Entry, LeafError> {
@@ -473,6 +486,20 @@ mod tests {
         assert!(matches!(tampered.verify(&sig, &key.verifier()), Err(LeafError::BadSignature { .. })));
         let other = SignerKey::from_seed("other-bot", &[3; 32]).expect("name");
         assert!(rec().sign(&other).is_err(), "a key signs only for its producer");
+    }
+
+    #[test]
+    fn rec_bytes_is_the_signed_message() {
+        let key = SignerKey::from_seed("svc", &[4; 32]).expect("key");
+        let r = rec();
+        for sig in [None, Some(r.sign(&key).expect("sign"))] {
+            let e = Entry { v: 1, seq: 42, ts: "2026-01-01T00:00:00.000001Z".into(), rec: r.clone(), sig };
+            let leaf = e.to_leaf_bytes().expect("leaf");
+            assert_eq!(e.rec_bytes(&leaf), Some(r.signing_bytes().expect("jcs").as_slice()));
+            let mut other = leaf.clone();
+            other.push(b' ');
+            assert_eq!(e.rec_bytes(&other), None);
+        }
     }
 
     #[test]

@@ -740,7 +740,11 @@ fn verify_loaded(
             .map(|leaf| {
                 let e = Entry::parse_leaf(leaf).map_err(|e| e.to_string())?;
                 schemas.validate(&e.rec.kind, &e.rec.body).map_err(|e| e.to_string())?;
-                let msg = if e.sig.is_some() { e.rec.signing_bytes().map_err(|e| e.to_string())? } else { Vec::new() };
+                // The signed message is a slice of the canonical leaf.
+                let msg = match e.sig {
+                    Some(_) => e.rec_bytes(leaf).ok_or("leaf is not its entry's canonical form")?.to_vec(),
+                    None => Vec::new(),
+                };
                 Ok((e, msg))
             })
             .collect();
