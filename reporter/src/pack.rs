@@ -467,7 +467,6 @@ fn write_pack(
             failure.take().map_or(Err(ReportError::ledger(format!("reading the entries of {day}"))(e)), Err)
         })?;
     observe_chunk(&mut chunk)?;
-    drop(observe_chunk);
     progress.advance(batch);
     progress.end();
     let hw = enc.finish().map_err(ReportError::io("finishing", &entries_path))?;
