@@ -347,14 +347,14 @@ impl Ledger {
         let Submission { mut rec, sig, vault } = sub;
         rec.check().map_err(AppendError::Record)?;
         let raw_jcs = if sig.is_none() { Some(rec.signing_bytes().map_err(AppendError::Record)?) } else { None };
-        let pii = self.inner.schemas.pii_fields(&rec.kind)?.to_vec();
+        let fields = self.inner.schemas.fields(&rec.kind)?;
         let vault = match &sig {
             // A signed record carries commitments made by the producer.
-            Some(_) => self.inner.privacy.check_signed(&rec, &pii, vault)?,
+            Some(_) => self.inner.privacy.check_signed(&rec, fields, vault)?,
             // For unsigned producers the ledger commits itself.
-            None => self.inner.privacy.commit_unsigned(&mut rec, &pii)?,
+            None => self.inner.privacy.commit_unsigned(&mut rec, fields)?,
         };
-        self.inner.privacy.scan(&rec, &pii)?;
+        self.inner.privacy.scan(&rec, fields)?;
         self.inner.schemas.validate(&rec.kind, &rec.body)?;
         let rec_jcs = rec.signing_bytes().map_err(AppendError::Record)?;
         if rec_jcs.len() > opts.max_record_bytes {

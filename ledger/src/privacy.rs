@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use evident_verify::leaf::{Record, canonical_json};
+use evident_verify::schema::KindFields;
 use hmac::{Hmac, Mac};
 use regex::Regex;
 use serde::{Deserialize, Serialize};
@@ -168,7 +169,15 @@ impl Privacy {
             Ok(Detector { name, re: Regex::new(re).map_err(|e| e.to_string())?, luhn })
         };
         let detectors = vec![
-            d("card", r"\b(?:\d[ -]?){12,18}\d\b", true)?,
+            // Written as cards are: contiguous, in groups of four, or
+            // 4-6-5 / 4-6-4 (Amex, Diners). Digit runs split otherwise
+            // (UUID segments, `<name>-<pid>-<nanos>`) are not card numbers,
+            // and treating them as such refused valid records at random.
+            d(
+                "card",
+                r"\b(?:\d{13,19}|\d{4}(?:[ -]\d{4}){2}[ -]\d{1,4}(?:[ -]\d{1,3})?|\d{4}[ -]\d{6}[ -]\d{4,5})\b",
+                true,
+            )?,
             d("tpin", r"\b\d{11}\b", false)?,
             d("nrc", r"\b\d{9}\b", false)?,
             d("email", r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b", false)?,
@@ -212,7 +221,7 @@ impl Privacy {
     pub fn check_signed(
         &self,
         rec: &Record,
-        pii: &[String],
+        fields: &KindFields,
         material: Vec<VaultMaterial>,
     ) -> Result<Vec<VaultRow>, AppendError> {
         let mut rows = Vec::new();
@@ -237,7 +246,7 @@ impl Privacy {
             let value = canonical_json(&m.value).map_err(AppendError::Record)?;
             rows.push(VaultRow { commitment: c, subject: m.subject, field: m.field, value, salt });
         }
-        for f in pii {
+        for f in &fields.pii {
             if let Some(v) = rec.body.get(f)
                 && is_commitment(v).is_none()
             {
@@ -251,8 +260,8 @@ impl Privacy {
 
     /// Commits `x-pii` fields and configured free-text hits of an unsigned
     /// record in place, returning the vault rows.
-    pub fn commit_unsigned(&self, rec: &mut Record, pii: &[String]) -> Result<Vec<VaultRow>, AppendError> {
-        let (rows, _) = self.commit_record(rec, pii, subject_of).map_err(AppendError::Privacy)?;
+    pub fn commit_unsigned(&self, rec: &mut Record, fields: &KindFields) -> Result<Vec<VaultRow>, AppendError> {
+        let (rows, _) = self.commit_record(rec, fields, subject_of).map_err(AppendError::Privacy)?;
         Ok(rows)
     }
 
@@ -261,13 +270,13 @@ impl Privacy {
     pub fn commit_record(
         &self,
         rec: &mut Record,
-        pii: &[String],
+        fields: &KindFields,
         subject: impl Fn(&Value) -> String,
     ) -> Result<(Vec<VaultRow>, Vec<VaultMaterial>), String> {
         let mut rows = Vec::new();
         let mut material = Vec::new();
         let Some(body) = rec.body.as_object_mut() else { return Ok((rows, material)) };
-        for f in pii {
+        for f in &fields.pii {
             let Some(v) = body.get_mut(f) else { continue };
             if is_commitment(v).is_some() {
                 continue;
@@ -287,7 +296,7 @@ impl Privacy {
         }
         // Free text: replace hits whose detector commits.
         let mut stack: Vec<(String, &mut Value)> =
-            body.iter_mut().filter(|(k, _)| !pii.contains(k)).map(|(k, v)| (format!("/{k}"), v)).collect();
+            body.iter_mut().filter(|(k, _)| fields.is_free_text(k)).map(|(k, v)| (format!("/{k}"), v)).collect();
         while let Some((path, v)) = stack.pop() {
             match v {
                 Value::String(s) => {
@@ -345,8 +354,9 @@ impl Privacy {
     }
 
     /// Refuses a record whose free text (every string outside `x-pii`
-    /// fields and commitments) still holds personal data or a secret.
-    pub fn scan(&self, rec: &Record, pii: &[String]) -> Result<(), AppendError> {
+    /// fields, `x-detect: false` fields and commitments) still holds
+    /// personal data or a secret.
+    pub fn scan(&self, rec: &Record, fields: &KindFields) -> Result<(), AppendError> {
         fn walk(p: &Privacy, v: &Value, path: &str) -> Result<(), AppendError> {
             match v {
                 Value::String(s) => {
@@ -376,7 +386,7 @@ impl Privacy {
         }
         let Some(body) = rec.body.as_object() else { return Ok(()) };
         for (k, v) in body {
-            if pii.contains(k) {
+            if !fields.is_free_text(k) {
                 continue;
             }
             walk(self, v, &format!("/{k}"))?;
@@ -419,6 +429,12 @@ mod tests {
         let p = Privacy::new(PrivacyConfig::default()).expect("compiles");
         for (s, want) in [
             ("card 4111 1111 1111 1111 used", Some("card")),
+            ("card 4111-1111-1111-1111 used", Some("card")),
+            ("card 4111111111111111 used", Some("card")),
+            ("amex 3782 822463 10005 used", Some("card")),
+            // Luhn-valid digits, but not grouped as a card is written.
+            ("uuid 4111-111111111111 here", None),
+            ("bucket evident-rep-lock-11588-123456789012", None),
             ("card 4111 1111 1111 1112 used", None),
             ("tpin 12345678901 here", Some("tpin")),
             ("nrc 123456789 here", Some("nrc")),

@@ -63,8 +63,8 @@ impl Signer {
             body,
         };
         rec.check().map_err(AppendError::Record)?;
-        let pii = self.schemas.pii_fields(kind)?.to_vec();
-        let (_, vault) = self.privacy.commit_record(&mut rec, &pii, subject).map_err(AppendError::Privacy)?;
+        let fields = self.schemas.fields(kind)?;
+        let (_, vault) = self.privacy.commit_record(&mut rec, fields, subject).map_err(AppendError::Privacy)?;
         let sig = rec.sign(&self.key).map_err(AppendError::Record)?;
         Ok(Submission { rec, sig: Some(sig), vault })
     }

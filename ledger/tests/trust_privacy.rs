@@ -234,3 +234,38 @@ fn unsigned_producers_get_ledger_commitments_and_safe_retries() {
     changed.body["action"] = json!("rollback_production");
     assert!(l.append(Submission::unsigned(changed)).is_err(), "different content is still a conflict");
 }
+
+/// Machine-made fields marked `"x-detect": false` (bucket names, object
+/// keys, version ids) are not free text: an account number in a bucket name
+/// is not a national id. The same digits in free text are still refused.
+#[test]
+fn detectors_skip_machine_fields_and_still_scan_free_text() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    let rec = |id: &str, kind: &str, body: serde_json::Value| evident_verify::leaf::Record {
+        id: id.into(),
+        kind: kind.into(),
+        producer: "legacy-batch".into(),
+        at: "2026-11-21T09:30:12Z".into(),
+        body,
+    };
+    let mut anchor = example("anchor_receipt", 1);
+    // An 11-digit tail (the tpin pattern) and a Luhn-valid digit run that
+    // the card pattern once matched (the CI failure of 2026-11-22).
+    let bucket = "evident-rep-lock-11588-123456789012";
+    anchor["bucket"] = json!(bucket);
+    anchor["key"] = json!("evident/12345678901/packs/2026-11-20.tar");
+    anchor["location"] = json!(format!("s3://{bucket}/evident/12345678901/packs/2026-11-20.tar"));
+    anchor["version_id"] = json!("4111111111111111");
+    let r =
+        l.append(Submission::unsigned(rec("a-1", "anchor_receipt", anchor))).expect("machine fields are not scanned");
+    let leaf = String::from_utf8(l.leaf(r.seq).expect("leaf")).expect("utf8");
+    assert!(leaf.contains(bucket) && !leaf.contains("{{commit:"), "stored as given: {leaf}");
+
+    let before = head(&l);
+    let mut hold = example("hold", 1);
+    hold["reason"] = json!("customer 12345678901 asked for a freeze");
+    let e = chain(&l.append(Submission::unsigned(rec("h-1", "hold", hold))).expect_err("tpin in free text"));
+    assert!(e.contains("body/reason") && e.contains("tpin") && !e.contains("12345678901"), "{e}");
+    assert_eq!(head(&l), before);
+}

@@ -49,9 +49,30 @@ pub enum SchemaError {
     },
 }
 
-/// Compiled validators for every kind, and the fields each marks `x-pii`.
+/// What a kind's schema says about its top-level body fields, beyond
+/// validation: which hold personal data and which are exempt from the
+/// free-text detectors.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KindFields {
+    /// Fields marked `"x-pii": true`: committed before hashing (DESIGN §8).
+    pub pii: Vec<String>,
+    /// Fields marked `"x-detect": false`: machine-made values (storage
+    /// locations, version ids) that the detectors would misread as personal
+    /// data, such as a bucket name ending in an 11-digit account number.
+    pub undetected: Vec<String>,
+}
+
+impl KindFields {
+    /// Whether the detectors scan the top-level field `name` as free text.
+    pub fn is_free_text(&self, name: &str) -> bool {
+        !self.pii.iter().any(|f| f == name) && !self.undetected.iter().any(|f| f == name)
+    }
+}
+
+/// Compiled validators for every kind, and the fields each marks `x-pii` or
+/// `x-detect: false`.
 pub struct Schemas {
-    kinds: BTreeMap<String, (jsonschema::Validator, Vec<String>)>,
+    kinds: BTreeMap<String, (jsonschema::Validator, KindFields)>,
 }
 
 impl std::fmt::Debug for Schemas {
@@ -73,18 +94,21 @@ impl Schemas {
             let bad = |message: String| SchemaError::BadSchema { kind: kind.clone(), message };
             let value: Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
             let validator = jsonschema::draft202012::new(&value).map_err(|e| bad(e.to_string()))?;
-            let pii = value
-                .get("properties")
-                .and_then(Value::as_object)
-                .map(|props| {
-                    props
-                        .iter()
-                        .filter(|(_, s)| s.get("x-pii").and_then(Value::as_bool) == Some(true))
-                        .map(|(name, _)| name.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
-            kinds.insert(kind.clone(), (validator, pii));
+            let marked = |key: &str, want: bool| -> Vec<String> {
+                value
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .map(|props| {
+                        props
+                            .iter()
+                            .filter(|(_, s)| s.get(key).and_then(Value::as_bool) == Some(want))
+                            .map(|(name, _)| name.clone())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            let fields = KindFields { pii: marked("x-pii", true), undetected: marked("x-detect", false) };
+            kinds.insert(kind.clone(), (validator, fields));
         }
         Ok(Schemas { kinds })
     }
@@ -96,7 +120,12 @@ impl Schemas {
 
     /// Top-level body fields of `kind` marked `"x-pii": true`.
     pub fn pii_fields(&self, kind: &str) -> Result<&[String], SchemaError> {
-        self.kinds.get(kind).map(|(_, p)| p.as_slice()).ok_or_else(|| SchemaError::UnknownKind(kind.to_string()))
+        self.fields(kind).map(|f| f.pii.as_slice())
+    }
+
+    /// The field annotations of `kind` (`x-pii`, `x-detect`).
+    pub fn fields(&self, kind: &str) -> Result<&KindFields, SchemaError> {
+        self.kinds.get(kind).map(|(_, f)| f).ok_or_else(|| SchemaError::UnknownKind(kind.to_string()))
     }
 
     /// Validates `body` against the schema of `kind`, reporting the first
@@ -145,6 +174,12 @@ mod tests {
         }
         assert!(checked >= KINDS.len() * 5);
         assert_eq!(s.pii_fields("approval").expect("kind"), ["approver".to_string()]);
+        let anchor = s.fields("anchor_receipt").expect("kind");
+        assert!(anchor.pii.is_empty());
+        let mut undetected = anchor.undetected.clone();
+        undetected.sort();
+        assert_eq!(undetected, ["bucket", "endpoint", "etag", "key", "location", "version_id"]);
+        assert!(!anchor.is_free_text("bucket") && anchor.is_free_text("day"));
         assert!(matches!(s.validate("nope", &serde_json::json!({})), Err(SchemaError::UnknownKind(_))));
     }
 }
