@@ -331,8 +331,34 @@ impl Record {
 
     /// JCS(rec): the bytes a producer signs.
     pub fn signing_bytes(&self) -> Result<Vec<u8>, LeafError> {
+        let mut out = Vec::new();
+        if self.write_canonical(&mut out) {
+            return Ok(out);
+        }
         let v = serde_json::to_value(self).map_err(|e| LeafError::Json(e.to_string()))?;
         canonical_json(&v)
+    }
+
+    /// Appends JCS(rec) to `out` directly when the body holds no float
+    /// (members in RFC 8785 order: `at`, `body`, `id`, `kind`, `producer`).
+    /// Returns false, leaving `out` as it was, when the body needs the
+    /// general path.
+    fn write_canonical(&self, out: &mut Vec<u8>) -> bool {
+        if !integers_only(&self.body, 0) {
+            return false;
+        }
+        out.extend_from_slice(b"{\"at\":");
+        write_jcs_str(out, &self.at);
+        out.extend_from_slice(b",\"body\":");
+        write_jcs(out, &self.body);
+        out.extend_from_slice(b",\"id\":");
+        write_jcs_str(out, &self.id);
+        out.extend_from_slice(b",\"kind\":");
+        write_jcs_str(out, &self.kind);
+        out.extend_from_slice(b",\"producer\":");
+        write_jcs_str(out, &self.producer);
+        out.push(b'}');
+        true
     }
 
     /// Signs the record with a producer key. The key name must be the producer.
@@ -439,6 +465,34 @@ impl Entry {
             return Err(LeafError::TooLarge(bytes.len()));
         }
         std::str::from_utf8(bytes).map_err(|_| LeafError::NotUtf8)?;
+        // Fast path: the typed parse, written back canonically, gives the
+        // same bytes. Accepts exactly what the general path below accepts
+        // (equal bytes are canonical by construction); anything else,
+        // including every error, goes the general way for its exact message.
+        if let Ok(entry) = serde_json::from_slice::<Entry>(bytes)
+            && entry.v == LEAF_VERSION
+            && entry.seq <= 1 << 53
+        {
+            let mut out = Vec::with_capacity(bytes.len());
+            out.extend_from_slice(b"{\"rec\":");
+            if entry.rec.write_canonical(&mut out) {
+                out.extend_from_slice(b",\"seq\":");
+                out.extend_from_slice(entry.seq.to_string().as_bytes());
+                if let Some(sig) = &entry.sig {
+                    out.extend_from_slice(b",\"sig\":");
+                    out.extend_from_slice(&sig.canonical_bytes());
+                }
+                out.extend_from_slice(b",\"ts\":");
+                write_jcs_str(&mut out, &entry.ts);
+                out.extend_from_slice(b",\"v\":");
+                out.extend_from_slice(LEAF_VERSION.to_string().as_bytes());
+                out.push(b'}');
+                if out == bytes {
+                    entry.check()?;
+                    return Ok(entry);
+                }
+            }
+        }
         let value: Value = serde_json::from_slice(bytes).map_err(|e| LeafError::Json(e.to_string()))?;
         // An explicit null would be a second byte form of an unsigned entry.
         if value.get("sig").is_some_and(Value::is_null) {
@@ -490,7 +544,7 @@ mod tests {
 
     #[test]
     fn rec_bytes_is_the_signed_message() {
-        let key = SignerKey::from_seed("svc", &[4; 32]).expect("key");
+        let key = SignerKey::from_seed("deploy-bot", &[4; 32]).expect("key");
         let r = rec();
         for sig in [None, Some(r.sign(&key).expect("sign"))] {
             let e = Entry { v: 1, seq: 42, ts: "2026-01-01T00:00:00.000001Z".into(), rec: r.clone(), sig };

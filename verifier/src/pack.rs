@@ -692,38 +692,9 @@ fn verify_loaded(
     let mut last_ts = day_start;
     let mut read_bytes = 0u64;
     let mut unsigned = 0u64;
+    let mut next = read_chunk(&mut lines, expect, &mut read_bytes, limit, total);
     loop {
-        // Read a chunk of lines.
-        let mut chunk: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
-        while chunk.len() < CHUNK {
-            let mut line = Vec::new();
-            let n = match (&mut lines).take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut line) {
-                Ok(n) => n,
-                Err(e) => {
-                    return fail(files::ENTRIES, Some(expect + chunk.len() as u64), format!("cannot decompress: {e}"));
-                }
-            };
-            if n == 0 {
-                break;
-            }
-            read_bytes += n as u64;
-            let seq = expect + chunk.len() as u64;
-            if read_bytes > limit {
-                return fail(
-                    files::ENTRIES,
-                    Some(seq),
-                    format!("decompresses to more than {limit} bytes (limit for {total} entries)"),
-                );
-            }
-            if line.last() != Some(&b'\n') {
-                if line.len() > MAX_LINE_BYTES - 1 {
-                    return fail(files::ENTRIES, Some(seq), format!("line longer than {MAX_LINE_BYTES} bytes"));
-                }
-                return fail(files::ENTRIES, Some(seq), "last line has no newline (truncated)");
-            }
-            line.pop();
-            chunk.push(line);
-        }
+        let chunk = next?;
         if chunk.is_empty() {
             break;
         }
@@ -749,7 +720,7 @@ fn verify_loaded(
             })
             .collect();
         let mut batch: Vec<(u64, Vec<u8>, [u8; 64], VerifierKey)> = Vec::new();
-        let mut chunk_entries: Vec<Entry> = Vec::with_capacity(chunk.len());
+        let mut chunk_entries: Vec<(Entry, Timestamp)> = Vec::with_capacity(chunk.len());
         for (i, p) in parsed.into_iter().enumerate() {
             let seq = expect + i as u64;
             let (e, msg) = match p {
@@ -806,34 +777,54 @@ fn verify_loaded(
                     return fail(files::ENTRIES, Some(seq), err.to_string());
                 }
             }
-            chunk_entries.push(e);
+            chunk_entries.push((e, ts));
         }
-        // Producer signatures, batched across cores.
-        if let Some(seq) = first_bad_signature(&batch) {
-            return fail(files::ENTRIES, Some(seq), "producer signature does not verify over JCS(rec)");
-        }
-        for (i, e) in chunk_entries.iter().enumerate() {
-            let seq = expect + i as u64;
-            let ts = Timestamp::parse(&e.ts).unwrap_or(day_start);
-            range.append(leaf_hash(&chunk[i]));
-            *counts.by_kind.entry(e.rec.kind.clone()).or_default() += 1;
-            *counts.by_producer.entry(e.rec.producer.clone()).or_default() += 1;
-            let r = match (&mut day_eval, &mut day_eval_chain) {
-                (Some(d), _) => d.observe(seq, ts, &e.rec),
-                (None, Some(d)) => d.observe(seq, ts, &e.rec),
-                (None, None) => Ok(()),
-            };
-            if let Err(err) = r {
-                return fail(files::ENTRIES, Some(seq), err.to_string());
-            }
-            if let Some(c) = chain_eval.as_deref_mut()
-                && let Err(err) = c.history(seq, ts, &e.rec)
-            {
-                return fail(files::ENTRIES, Some(seq), err.to_string());
-            }
+        // The producer signatures (across cores) and the tree and rules pass
+        // over this chunk run while the next chunk is decompressed. A failure
+        // in this chunk is reported before anything found in the next one.
+        let first = expect;
+        let (observed, read) = std::thread::scope(|s| {
+            let worker = s.spawn(|| {
+                let (bad, observed) = rayon::join(
+                    || first_bad_signature(&batch),
+                    || -> Result<(), Fail> {
+                        for (i, (e, ts)) in chunk_entries.iter().enumerate() {
+                            let seq = first + i as u64;
+                            range.append(leaf_hash(&chunk[i]));
+                            count(&mut counts.by_kind, &e.rec.kind);
+                            count(&mut counts.by_producer, &e.rec.producer);
+                            let r = match (&mut day_eval, &mut day_eval_chain) {
+                                (Some(d), _) => d.observe(seq, *ts, &e.rec),
+                                (None, Some(d)) => d.observe(seq, *ts, &e.rec),
+                                (None, None) => Ok(()),
+                            };
+                            if let Err(err) = r {
+                                return fail(files::ENTRIES, Some(seq), err.to_string());
+                            }
+                            if let Some(c) = chain_eval.as_deref_mut()
+                                && let Err(err) = c.history(seq, *ts, &e.rec)
+                            {
+                                return fail(files::ENTRIES, Some(seq), err.to_string());
+                            }
+                        }
+                        Ok(())
+                    },
+                );
+                match bad {
+                    Some(seq) => fail(files::ENTRIES, Some(seq), "producer signature does not verify over JCS(rec)"),
+                    None => observed,
+                }
+            });
+            let read = read_chunk(&mut lines, first + chunk.len() as u64, &mut read_bytes, limit, total);
+            (worker.join(), read)
+        });
+        match observed {
+            Ok(r) => r?,
+            Err(panic) => std::panic::resume_unwind(panic),
         }
         expect += chunk.len() as u64;
         progress(expect - m.start, total);
+        next = read;
     }
     if expect != m.end {
         return fail(
@@ -930,6 +921,57 @@ fn verify_loaded(
         *ck = keys;
     }
     Ok(())
+}
+
+/// Adds one to `name`'s count, allocating the key only the first time.
+fn count(map: &mut BTreeMap<String, u64>, name: &str) {
+    match map.get_mut(name) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(name.to_string(), 1);
+        }
+    }
+}
+
+/// Reads up to [`CHUNK`] lines of `entries.jsonl` (without their newlines),
+/// enforcing the line length and the decompressed-size limit; `first` is the
+/// seq of the first line, for messages.
+fn read_chunk(
+    lines: &mut impl BufRead,
+    first: u64,
+    read_bytes: &mut u64,
+    limit: u64,
+    total: u64,
+) -> Result<Vec<Vec<u8>>, Fail> {
+    let mut chunk: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
+    while chunk.len() < CHUNK {
+        let seq = first + chunk.len() as u64;
+        let mut line = Vec::new();
+        let n = match lines.take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut line) {
+            Ok(n) => n,
+            Err(e) => return fail(files::ENTRIES, Some(seq), format!("cannot decompress: {e}")),
+        };
+        if n == 0 {
+            break;
+        }
+        *read_bytes += n as u64;
+        if *read_bytes > limit {
+            return fail(
+                files::ENTRIES,
+                Some(seq),
+                format!("decompresses to more than {limit} bytes (limit for {total} entries)"),
+            );
+        }
+        if line.last() != Some(&b'\n') {
+            if line.len() > MAX_LINE_BYTES - 1 {
+                return fail(files::ENTRIES, Some(seq), format!("line longer than {MAX_LINE_BYTES} bytes"));
+            }
+            return fail(files::ENTRIES, Some(seq), "last line has no newline (truncated)");
+        }
+        line.pop();
+        chunk.push(line);
+    }
+    Ok(chunk)
 }
 
 /// Verifies signatures in parallel batches; returns the first bad seq.

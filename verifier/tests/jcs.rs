@@ -150,4 +150,23 @@ proptest::proptest! {
         let sig_jcs = sig.as_ref().map(ProducerSig::canonical_bytes);
         proptest::prop_assert_eq!(leaf_bytes_from_parts(seq, &ts, &rec_jcs, sig_jcs.as_deref()), want);
     }
+
+    /// The leaf parser takes back exactly the canonical bytes of an entry,
+    /// whatever its body, and refuses the same leaf with one byte of
+    /// whitespace or a member moved.
+    #[test]
+    fn leaves_round_trip_and_near_misses_are_refused(body in arb_json(), seq in 0u64..=(1u64 << 53), signed in proptest::prelude::any::<bool>()) {
+        use evident_verify::leaf::{Entry, ProducerSig, Record};
+        let body = serde_json::json!({"x": body});
+        let rec = Record { id: "r-1".into(), kind: "approval".into(), producer: "svc".into(), at: "2026-01-01T00:00:00Z".into(), body };
+        let sig = signed.then(|| ProducerSig { key: "svc+01020304".into(), ed25519: "QUJD".repeat(21) + "QQ==" });
+        let e = Entry { v: 1, seq, ts: "2026-01-02T03:04:05.123456Z".into(), rec, sig };
+        let leaf = serde_json_canonicalizer::to_vec(&serde_json::to_value(&e).expect("value")).expect("jcs");
+        proptest::prop_assert_eq!(Entry::parse_leaf(&leaf).expect("canonical leaf parses"), e);
+        let text = String::from_utf8(leaf).expect("utf8");
+        let spaced = text.replacen("\":", "\": ", 1);
+        proptest::prop_assert!(Entry::parse_leaf(spaced.as_bytes()).is_err(), "accepted {}", spaced);
+        let moved = format!("{{\"v\":1,{}", text[1..].replace(",\"v\":1}", "}"));
+        proptest::prop_assert!(Entry::parse_leaf(moved.as_bytes()).is_err(), "accepted {}", moved);
+    }
 }
