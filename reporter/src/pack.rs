@@ -105,11 +105,7 @@ impl<'r> History<'r> {
     /// Feeds one entry as history.
     fn feed(&mut self, seq: u64, ts: Timestamp, e: &Entry) -> Result<(), ReportError> {
         self.eval.history(seq, ts, &e.rec).map_err(|err| entry_err(seq, err))?;
-        if e.rec.kind == "key_event" {
-            let body: KeyEventBody = serde_json::from_value(e.rec.body.clone())
-                .map_err(|err| entry_err(seq, format!("key_event body: {err}")))?;
-            self.keys.apply(seq, ts, &body).map_err(|err| entry_err(seq, err))?;
-        }
+        apply_key_event(&mut self.keys, seq, ts, e)?;
         self.next = seq + 1;
         Ok(())
     }
@@ -414,6 +410,7 @@ fn write_pack(
     // History: state for rules that look back, and the key history at `start`.
     history.advance(ledger, start, day, progress)?;
     let mut eval = history.eval.clone();
+    let mut keys = history.keys.clone();
     let producer_keys = history
         .keys
         .all()
@@ -450,7 +447,7 @@ fn write_pack(
                 .map_err(ReportError::io("writing", &entries_path))?;
             let (e, ts) = p?;
             eval.observe(seq, ts, &e.rec).map_err(|err| entry_err(seq, err))?;
-            history.feed(seq, ts, &e)?;
+            apply_key_event(&mut keys, seq, ts, &e)?;
             *counts.by_kind.entry(e.rec.kind).or_default() += 1;
             *counts.by_producer.entry(e.rec.producer).or_default() += 1;
         }
@@ -476,6 +473,11 @@ fn write_pack(
     let mut listed = BTreeMap::new();
     listed.insert(files::ENTRIES.to_string(), FileInfo { sha256: hex(&sha), size });
 
+    // The day's evaluator, carried, is the history of the next day; the
+    // history moves only once the whole day has been read.
+    history.eval = eval.carry();
+    history.keys = keys;
+    history.next = end;
     let outcomes = eval.finish();
     let rules_failed: Vec<String> = outcomes.iter().filter(|o| !o.passed).map(|o| o.id.clone()).collect();
 
@@ -553,6 +555,16 @@ fn encode_err(day: NaiveDate, file: &'static str, e: manifest::ManifestError) ->
 
 fn entry_err(seq: u64, why: impl std::fmt::Display) -> ReportError {
     ReportError::Entry { seq, why: why.to_string() }
+}
+
+/// Applies a `key_event` entry to a key history; other kinds pass.
+fn apply_key_event(keys: &mut KeyHistory, seq: u64, ts: Timestamp, e: &Entry) -> Result<(), ReportError> {
+    if e.rec.kind == "key_event" {
+        let body: KeyEventBody = serde_json::from_value(e.rec.body.clone())
+            .map_err(|err| entry_err(seq, format!("key_event body: {err}")))?;
+        keys.apply(seq, ts, &body).map_err(|err| entry_err(seq, err))?;
+    }
+    Ok(())
 }
 
 fn parse_entry(seq: u64, leaf: &[u8]) -> Result<(Entry, Timestamp), ReportError> {

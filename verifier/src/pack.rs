@@ -801,7 +801,10 @@ fn verify_loaded(
                             if let Err(err) = r {
                                 return fail(files::ENTRIES, Some(seq), err.to_string());
                             }
-                            if let Some(c) = chain_eval.as_deref_mut()
+                            // Under the same rules the day's copy is carried
+                            // into the chain afterwards; otherwise feed it.
+                            if !same_rules
+                                && let Some(c) = chain_eval.as_deref_mut()
                                 && let Err(err) = c.history(seq, *ts, &e.rec)
                             {
                                 return fail(files::ENTRIES, Some(seq), err.to_string());
@@ -871,6 +874,9 @@ fn verify_loaded(
     );
 
     // 7. Rules.
+    if let (Some(c), Some(d)) = (chain_eval.as_deref_mut(), day_eval_chain.as_ref()) {
+        *c = d.carry();
+    }
     let computed = match (day_eval, day_eval_chain) {
         (Some(d), _) => d.finish(),
         (None, Some(d)) => d.finish(),

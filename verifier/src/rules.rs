@@ -860,6 +860,23 @@ impl<'r> Evaluator<'r> {
         Ok(())
     }
 
+    /// What this evaluator carries into a later reporting range: the state
+    /// of every rule after all it was fed, with nothing counted. Observing
+    /// changes the state exactly as feeding history does (only counting
+    /// differs), so a day's evaluator, carried, equals one that was fed the
+    /// same entries as history: the next day needs no second pass.
+    pub fn carry(&self) -> Evaluator<'r> {
+        let mut e = self.clone();
+        e.in_range = false;
+        for s in &mut e.states {
+            s.applicable = 0;
+            s.violations = 0;
+            s.offending.clear();
+            s.truncated = false;
+        }
+        e
+    }
+
     /// The outcome of every rule, in rules-file order.
     pub fn finish(self) -> Vec<RuleOutcome> {
         let outcomes = self.rules.rules.iter().zip(self.states);

@@ -132,6 +132,11 @@ impl Schemas {
     /// violation with its JSON pointer.
     pub fn validate(&self, kind: &str, body: &Value) -> Result<(), SchemaError> {
         let (validator, _) = self.kinds.get(kind).ok_or_else(|| SchemaError::UnknownKind(kind.to_string()))?;
+        // The boolean check short-circuits and allocates no error; only an
+        // invalid body pays for locating its first violation.
+        if validator.is_valid(body) {
+            return Ok(());
+        }
         match validator.iter_errors(body).next() {
             None => Ok(()),
             Some(e) => Err(SchemaError::Invalid {

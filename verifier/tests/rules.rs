@@ -464,6 +464,28 @@ fn realistic_day(bad: bool) -> (Log, u64, [u64; 3]) {
     (log, start, bad_seqs)
 }
 
+/// A day's evaluator carried forward judges the next day exactly as one
+/// that was fed the same entries as history.
+#[test]
+fn carry_equals_feeding_the_same_entries_as_history() {
+    let set = RuleSet::parse(DEFAULT_RULES).expect("default rules parse");
+    let (log, _, bad) = realistic_day(true);
+    for split in 1..log.entries.len() as u64 {
+        let mut day = Evaluator::new(&set);
+        for (seq, ts, rec) in log.entries.iter().filter(|e| e.0 < split) {
+            day.observe(*seq, *ts, rec).expect("in order");
+        }
+        let mut carried = day.carry();
+        for (seq, ts, rec) in log.entries.iter().filter(|e| e.0 >= split) {
+            carried.observe(*seq, *ts, rec).expect("in order");
+        }
+        let out = carried.finish();
+        assert_eq!(out, log.run(&set, split), "split at {split}");
+        let seen: Vec<u64> = out.iter().flat_map(|o| o.offending_seqs.iter().copied()).collect();
+        assert!(bad.iter().filter(|b| **b >= split).all(|b| seen.contains(b)), "split {split}: {seen:?}");
+    }
+}
+
 #[test]
 fn default_rules_pass_a_clean_day() {
     let set = RuleSet::parse(DEFAULT_RULES).expect("default rules parse");
