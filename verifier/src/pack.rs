@@ -874,8 +874,8 @@ fn verify_loaded(
     );
 
     // 7. Rules.
-    if let (Some(c), Some(d)) = (chain_eval.as_deref_mut(), day_eval_chain.as_ref()) {
-        *c = d.carry();
+    if let (Some(c), Some(d)) = (&mut chain_eval, day_eval_chain.as_ref()) {
+        **c = d.carry();
     }
     let computed = match (day_eval, day_eval_chain) {
         (Some(d), _) => d.finish(),
