@@ -268,16 +268,17 @@ fn timed(what: &str, bin: &Path, args: &[&str]) -> Result<Measured> {
 fn release_bins() -> Result<(PathBuf, PathBuf)> {
     let rel = target_dir().join("release");
     let (reporter, verify) = (rel.join("evident-reporter"), rel.join("evident-verify"));
-    if !reporter.exists() || !verify.exists() {
-        println!("pipeline: building the release binaries");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "--release", "-p", "evident-reporter", "-p", "evident-verify"])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .context("running cargo build --release")?;
-        ensure!(st.success(), "cargo build --release failed");
-    }
+    // Always ask cargo: it is a no-op when the binaries are fresh, and a
+    // stale binary would measure old code.
+    println!("pipeline: building the release binaries");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let st = Command::new(cargo)
+        .args(["build", "--locked", "--release", "-p", "evident-reporter", "-p", "evident-verify"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .context("running cargo build --release")?;
+    ensure!(st.success(), "cargo build --release failed");
+    ensure!(reporter.exists() && verify.exists(), "no release binaries under {}", rel.display());
     Ok((reporter, verify))
 }
 

@@ -393,7 +393,7 @@ impl Ledger {
             return Ok((ledger_key, raw));
         }
         let keys = lock(&self.inner.keys).clone();
-        let found = keys.all().find(|(p, k)| *p == rec.producer && k.key.id() == sig.key).map(|(_, k)| k.key.clone());
+        let found = keys.all().find(|(p, k)| *p == rec.producer && k.key.has_id(&sig.key)).map(|(_, k)| k.key.clone());
         match found {
             Some(k) => Ok((k, raw)),
             None => Err(AppendError::Key(evident_verify::keys::KeyHistoryError::UnknownKey {

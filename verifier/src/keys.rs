@@ -157,7 +157,7 @@ impl KeyHistory {
         let rec = self
             .keys
             .get(producer)
-            .and_then(|l| l.iter().find(|k| k.key.id() == key_id))
+            .and_then(|l| l.iter().find(|k| k.key.has_id(key_id)))
             .ok_or_else(|| KeyHistoryError::UnknownKey { producer: producer.into(), key: key_id.into() })?;
         if rec.valid_at(ts) {
             Ok(&rec.key)

@@ -163,6 +163,12 @@ fn write_jcs_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
     let b = s.as_bytes();
+    // Most strings need no escape at all: copy them whole.
+    if !b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\') {
+        out.extend_from_slice(b);
+        out.push(b'"');
+        return;
+    }
     let mut start = 0;
     for (i, &c) in b.iter().enumerate() {
         let short: &[u8] = match c {
@@ -464,11 +470,11 @@ impl Entry {
         if bytes.len() > MAX_LEAF_BYTES {
             return Err(LeafError::TooLarge(bytes.len()));
         }
-        std::str::from_utf8(bytes).map_err(|_| LeafError::NotUtf8)?;
         // Fast path: the typed parse, written back canonically, gives the
         // same bytes. Accepts exactly what the general path below accepts
-        // (equal bytes are canonical by construction); anything else,
-        // including every error, goes the general way for its exact message.
+        // (equal bytes are canonical by construction, and serde_json checks
+        // the UTF-8 of every string it reads); anything else, including
+        // every error, goes the general way for its exact message.
         if let Ok(entry) = serde_json::from_slice::<Entry>(bytes)
             && entry.v == LEAF_VERSION
             && entry.seq <= 1 << 53
@@ -493,6 +499,7 @@ impl Entry {
                 }
             }
         }
+        std::str::from_utf8(bytes).map_err(|_| LeafError::NotUtf8)?;
         let value: Value = serde_json::from_slice(bytes).map_err(|e| LeafError::Json(e.to_string()))?;
         // An explicit null would be a second byte form of an unsigned entry.
         if value.get("sig").is_some_and(Value::is_null) {

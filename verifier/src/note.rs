@@ -113,6 +113,20 @@ impl VerifierKey {
         format!("{}+{}", self.name, hex_encode(&self.hash))
     }
 
+    /// Whether `id` is this key's [`id`](Self::id), without building it.
+    pub fn has_id(&self, id: &str) -> bool {
+        let Some(hex) = id.strip_prefix(self.name.as_str()).and_then(|r| r.strip_prefix('+')) else {
+            return false;
+        };
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        hex.len() == 8
+            && hex
+                .as_bytes()
+                .chunks(2)
+                .zip(self.hash)
+                .all(|(h, b)| h[0] == HEX[usize::from(b >> 4)] && h[1] == HEX[usize::from(b & 15)])
+    }
+
     /// The Ed25519 public key.
     pub fn key(&self) -> &VerifyingKey {
         &self.key
@@ -380,4 +394,34 @@ pub fn open(msg: &[u8], trusted: &[VerifierKey]) -> Result<OpenedNote, NoteError
         return Err(NoteError::Untrusted(names.join(", ")));
     }
     Ok(OpenedNote { text, verified, unknown })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn has_id_matches_exactly_the_key_id() {
+        let k = SignerKey::from_seed("deploy-bot", &[5; 32]).expect("key").verifier();
+        let id = k.id();
+        assert!(k.has_id(&id));
+        let upper = format!("deploy-bot+{}", id["deploy-bot+".len()..].to_uppercase());
+        let other = SignerKey::from_seed("deploy-bot", &[6; 32]).expect("key").verifier().id();
+        for bad in [
+            "".to_string(),
+            "deploy-bot".to_string(),
+            "deploy-bot+".to_string(),
+            format!("{id}0"),
+            id[..id.len() - 1].to_string(),
+            format!("x{id}"),
+            id.replacen("deploy-bot", "deploy-bog", 1),
+            id.replacen('+', "-", 1),
+            other,
+        ] {
+            assert!(!k.has_id(&bad), "{bad}");
+        }
+        if upper != id {
+            assert!(!k.has_id(&upper), "{upper}");
+        }
+    }
 }

@@ -37,6 +37,9 @@ use crate::ts::{DAY_MICROS, Timestamp};
 
 /// Leaves handled per parallel chunk.
 const CHUNK: usize = 4096;
+/// A chunk also ends once it holds this many bytes, so that two chunks in
+/// flight (one checked, the next read) stay small whatever the line sizes.
+const CHUNK_BYTES: usize = 8 << 20;
 
 /// A ledger key the verifier trusts, with an optional validity window.
 #[derive(Clone, Debug)]
@@ -692,9 +695,33 @@ fn verify_loaded(
     let mut last_ts = day_start;
     let mut read_bytes = 0u64;
     let mut unsigned = 0u64;
-    let mut next = read_chunk(&mut lines, expect, &mut read_bytes, limit, total);
+    // Parse, schema-check and locate the signed message of every leaf of a
+    // chunk, in parallel.
+    type Parsed = Vec<Result<(Entry, std::ops::Range<usize>), String>>;
+    let parse = |chunk: Chunk| -> (Chunk, Parsed) {
+        let parsed = (0..chunk.len())
+            .into_par_iter()
+            .map(|i| {
+                let leaf = chunk.get(i);
+                let e = Entry::parse_leaf(leaf).map_err(|e| e.to_string())?;
+                schemas.validate(&e.rec.kind, &e.rec.body).map_err(|e| e.to_string())?;
+                // The signed message is a slice of the canonical leaf.
+                let msg = match e.sig {
+                    Some(_) => {
+                        let m = e.rec_bytes(leaf).ok_or("leaf is not its entry's canonical form")?;
+                        let at = chunk.spans[i].start + (m.as_ptr() as usize - leaf.as_ptr() as usize);
+                        at..at + m.len()
+                    }
+                    None => 0..0,
+                };
+                Ok((e, msg))
+            })
+            .collect();
+        (chunk, parsed)
+    };
+    let mut next = read_chunk(&mut lines, expect, &mut read_bytes, limit, total).map(parse);
     loop {
-        let chunk = next?;
+        let (chunk, parsed) = next?;
         if chunk.is_empty() {
             break;
         }
@@ -705,21 +732,10 @@ fn verify_loaded(
                 format!("more entries than the manifest's range [{}, {})", m.start, m.end),
             );
         }
-        // Parse, schema-check and prepare signature messages in parallel.
-        let parsed: Vec<Result<(Entry, Vec<u8>), String>> = chunk
-            .par_iter()
-            .map(|leaf| {
-                let e = Entry::parse_leaf(leaf).map_err(|e| e.to_string())?;
-                schemas.validate(&e.rec.kind, &e.rec.body).map_err(|e| e.to_string())?;
-                // The signed message is a slice of the canonical leaf.
-                let msg = match e.sig {
-                    Some(_) => e.rec_bytes(leaf).ok_or("leaf is not its entry's canonical form")?.to_vec(),
-                    None => Vec::new(),
-                };
-                Ok((e, msg))
-            })
-            .collect();
-        let mut batch: Vec<(u64, Vec<u8>, [u8; 64], VerifierKey)> = Vec::new();
+        // Signatures to check: (seq, message range in the chunk, signature,
+        // index into `sig_keys`), so no key or message is copied per entry.
+        let mut batch: Vec<(u64, std::ops::Range<usize>, [u8; 64], usize)> = Vec::new();
+        let mut sig_keys: Vec<VerifierKey> = Vec::new();
         let mut chunk_entries: Vec<(Entry, Timestamp)> = Vec::with_capacity(chunk.len());
         for (i, p) in parsed.into_iter().enumerate() {
             let seq = expect + i as u64;
@@ -747,7 +763,7 @@ fn verify_loaded(
             last_ts = ts;
             if let Some(sig) = &e.sig {
                 let key =
-                    if let Some(k) = ledger_key_ids.iter().find(|k| k.name() == e.rec.producer && k.id() == sig.key) {
+                    if let Some(k) = ledger_key_ids.iter().find(|k| k.name() == e.rec.producer && k.has_id(&sig.key)) {
                         (*k).clone()
                     } else {
                         match keys.key_at(&e.rec.producer, &sig.key, ts) {
@@ -760,13 +776,20 @@ fn verify_loaded(
                     Err(err) => return fail(files::ENTRIES, Some(seq), err.to_string()),
                 };
                 if trust.producer_signatures {
-                    batch.push((seq, msg, raw, key));
+                    let k = match sig_keys.iter().position(|k| *k == key) {
+                        Some(k) => k,
+                        None => {
+                            sig_keys.push(key);
+                            sig_keys.len() - 1
+                        }
+                    };
+                    batch.push((seq, msg, raw, k));
                 }
             } else {
                 unsigned += 1;
             }
             if e.rec.kind == "key_event" {
-                if !ledger_key_ids.iter().any(|k| e.sig.as_ref().is_some_and(|s| s.key == k.id())) {
+                if !ledger_key_ids.iter().any(|k| e.sig.as_ref().is_some_and(|s| k.has_id(&s.key))) {
                     return fail(files::ENTRIES, Some(seq), "key_event not signed by a trusted ledger key");
                 }
                 let body: KeyEventBody = match serde_json::from_value(e.rec.body.clone()) {
@@ -780,17 +803,18 @@ fn verify_loaded(
             chunk_entries.push((e, ts));
         }
         // The producer signatures (across cores) and the tree and rules pass
-        // over this chunk run while the next chunk is decompressed. A failure
-        // in this chunk is reported before anything found in the next one.
+        // over this chunk run while the next chunk is decompressed and
+        // parsed. A failure in this chunk is reported before anything found
+        // in the next one.
         let first = expect;
         let (observed, read) = std::thread::scope(|s| {
             let worker = s.spawn(|| {
                 let (bad, observed) = rayon::join(
-                    || first_bad_signature(&batch),
+                    || first_bad_signature(&batch, &sig_keys, &chunk.buf),
                     || -> Result<(), Fail> {
                         for (i, (e, ts)) in chunk_entries.iter().enumerate() {
                             let seq = first + i as u64;
-                            range.append(leaf_hash(&chunk[i]));
+                            range.append(leaf_hash(chunk.get(i)));
                             count(&mut counts.by_kind, &e.rec.kind);
                             count(&mut counts.by_producer, &e.rec.producer);
                             let r = match (&mut day_eval, &mut day_eval_chain) {
@@ -818,7 +842,7 @@ fn verify_loaded(
                     None => observed,
                 }
             });
-            let read = read_chunk(&mut lines, first + chunk.len() as u64, &mut read_bytes, limit, total);
+            let read = read_chunk(&mut lines, first + chunk.len() as u64, &mut read_bytes, limit, total).map(parse);
             (worker.join(), read)
         });
         match observed {
@@ -948,18 +972,19 @@ fn read_chunk(
     read_bytes: &mut u64,
     limit: u64,
     total: u64,
-) -> Result<Vec<Vec<u8>>, Fail> {
-    let mut chunk: Vec<Vec<u8>> = Vec::with_capacity(CHUNK);
-    while chunk.len() < CHUNK {
+) -> Result<Chunk, Fail> {
+    let mut chunk = Chunk { buf: Vec::with_capacity(CHUNK * 1024), spans: Vec::with_capacity(CHUNK) };
+    while chunk.len() < CHUNK && chunk.buf.len() < CHUNK_BYTES {
         let seq = first + chunk.len() as u64;
-        let mut line = Vec::new();
-        let n = match lines.take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut line) {
+        let start = chunk.buf.len();
+        let n = match lines.take(MAX_LINE_BYTES as u64 + 1).read_until(b'\n', &mut chunk.buf) {
             Ok(n) => n,
             Err(e) => return fail(files::ENTRIES, Some(seq), format!("cannot decompress: {e}")),
         };
         if n == 0 {
             break;
         }
+        let line = &chunk.buf[start..];
         *read_bytes += n as u64;
         if *read_bytes > limit {
             return fail(
@@ -974,15 +999,39 @@ fn read_chunk(
             }
             return fail(files::ENTRIES, Some(seq), "last line has no newline (truncated)");
         }
-        line.pop();
-        chunk.push(line);
+        chunk.spans.push(start..chunk.buf.len() - 1);
     }
     Ok(chunk)
 }
 
+/// Lines of `entries.jsonl` in one buffer, without their newlines.
+struct Chunk {
+    buf: Vec<u8>,
+    spans: Vec<std::ops::Range<usize>>,
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        &self.buf[self.spans[i].clone()]
+    }
+}
+
 /// Verifies signatures in parallel batches; returns the first bad seq.
-fn first_bad_signature(batch: &[(u64, Vec<u8>, [u8; 64], VerifierKey)]) -> Option<u64> {
-    let items: Vec<(&VerifierKey, &[u8], &[u8; 64])> = batch.iter().map(|b| (&b.3, b.1.as_slice(), &b.2)).collect();
+fn first_bad_signature(
+    batch: &[(u64, std::ops::Range<usize>, [u8; 64], usize)],
+    keys: &[VerifierKey],
+    buf: &[u8],
+) -> Option<u64> {
+    let items: Vec<(&VerifierKey, &[u8], &[u8; 64])> =
+        batch.iter().map(|b| (&keys[b.3], &buf[b.1.clone()], &b.2)).collect();
     crate::sig::verify_many(&items).into_iter().zip(batch).find(|(ok, _)| !ok).map(|(_, b)| b.0)
 }
 
