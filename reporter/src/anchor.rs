@@ -190,6 +190,29 @@ impl AnchorStore {
         }
     }
 
+    /// Anchors the file at `path` under `name`, with [`Anchor::put`]'s
+    /// contract. The `fs` store streams it (memory stays flat whatever the
+    /// size of the day); the `s3` store reads it into memory for one
+    /// checksummed PutObject, up to its size limit.
+    pub async fn put_file(&self, name: &str, path: &std::path::Path) -> Result<AnchorReceipt, AnchorError> {
+        let task = |source| AnchorError::Task { path: path.to_owned(), source };
+        let p = path.to_owned();
+        match self {
+            AnchorStore::Fs(a) => {
+                validate_name(name)?;
+                let (a, name) = (a.clone(), name.to_owned());
+                tokio::task::spawn_blocking(move || a.put_file_blocking(&name, &p)).await.map_err(task)?
+            }
+            AnchorStore::S3(a) => {
+                let bytes = tokio::task::spawn_blocking(move || std::fs::read(&p))
+                    .await
+                    .map_err(task)?
+                    .map_err(|source| AnchorError::FsRead { path: path.to_owned(), source })?;
+                a.put(name, &bytes).await
+            }
+        }
+    }
+
     /// See [`Anchor::get_existing`].
     pub async fn get_existing(&self, name: &str) -> Result<Option<AnchorReceipt>, AnchorError> {
         match self {

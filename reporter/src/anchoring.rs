@@ -138,21 +138,13 @@ pub async fn anchor_pack(
             "pack" => pack.tar.clone(),
             _ => pack.dir.join(files::CHECKPOINT),
         };
-        let bytes = {
-            let p = path.clone();
-            tokio::task::spawn_blocking(move || fs::read(&p))
-                .await
-                .map_err(|source| ReportError::Task { what: format!("reading {}", path.display()), source })?
-                .map_err(ReportError::io("reading", &path))?
-        };
         let name = anchor_name(day, artifact);
-        let receipt = store.put(&name, &bytes).await.map_err(|source| ReportError::Anchor {
+        let receipt = store.put_file(&name, &path).await.map_err(|source| ReportError::Anchor {
             day,
             artifact,
             store: store_desc.to_string(),
             source: Box::new(source),
         })?;
-        drop(bytes);
         out.push(record(ledger, pack, artifact, name, receipt).await?);
     }
     write_status(pack, &out)?;

@@ -173,3 +173,45 @@ fn blocking_api_matches() {
     assert!(matches!(err, AnchorError::Unverifiable { .. }), "{err:?}");
     assert_no_temp_files(dir.path());
 }
+
+/// `put_file` (what the reporter uses) streams a file under the same
+/// contract: written once read-only, the same bytes adopted whether given
+/// as a file or in memory, different bytes refused, no temporary left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_file_streams_under_the_same_contract() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("anchors");
+    let store = AnchorStore::from(FsAnchor::new(&root));
+    let name = "packs/2026-11-22.tar";
+    // Larger than the copy buffer, and not a multiple of it.
+    let pack: Vec<u8> = (0..1_000_003u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let src = dir.path().join("2026-11-22.tar");
+    std::fs::write(&src, &pack).expect("write source");
+
+    let first = store.put_file(name, &src).await.expect("put_file");
+    assert!(!first.adopted);
+    assert_eq!(first.sha256, sha256_hex(&pack));
+    assert_eq!(first.size, pack.len() as u64);
+    let path = std::fs::canonicalize(root.join(name)).expect("file exists");
+    assert_eq!(std::fs::read(&path).expect("read back"), pack);
+    let mode = std::fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o444, "anchored file mode is {mode:o}");
+
+    let again = store.put_file(name, &src).await.expect("same file again");
+    assert!(again.adopted);
+    assert_eq!(without_adopted(&again), without_adopted(&first));
+    let in_memory = store.put(name, &pack).await.expect("same bytes in memory");
+    assert_eq!(without_adopted(&in_memory), without_adopted(&first));
+
+    let mut other = pack.clone();
+    other[999_999] ^= 1;
+    std::fs::write(&src, &other).expect("rewrite source");
+    let err = store.put_file(name, &src).await.expect_err("different bytes must be refused");
+    assert!(matches!(err, AnchorError::Conflict { .. }), "{err:?}");
+    assert_eq!(std::fs::read(&path).expect("read back"), pack);
+
+    let missing = dir.path().join("missing.tar");
+    let err = store.put_file("packs/2026-11-23.tar", &missing).await.expect_err("no source file");
+    assert!(err.to_string().contains("missing.tar"), "{err}");
+    assert_no_temp_files(&root);
+}

@@ -49,10 +49,40 @@ impl FsAnchor {
 
     /// Blocking form of [`Anchor::put`].
     pub fn put_blocking(&self, name: &str, bytes: &[u8]) -> Result<AnchorReceipt, AnchorError> {
+        self.put_with(name, hex(&super::sha256(bytes)), |temp| write_temp(temp, bytes))
+    }
+
+    /// Anchors the file at `src` under `name`, streaming it: memory stays
+    /// at one 64 KiB buffer whatever the file's size. The copy is hashed
+    /// as it is written and must match the hash taken first, so a file
+    /// that changes meanwhile is refused rather than anchored under a
+    /// digest it does not have.
+    pub fn put_file_blocking(&self, name: &str, src: &Path) -> Result<AnchorReceipt, AnchorError> {
+        let read_err = |source| AnchorError::FsRead { path: src.to_owned(), source };
+        let (digest, _) = sha256_reader(File::open(src).map_err(read_err)?).map_err(read_err)?;
+        let new_sha256 = hex(&digest);
+        let want = new_sha256.clone();
+        self.put_with(name, new_sha256, |temp| {
+            let copied = copy_temp(src, temp)?;
+            if hex(&copied) == want {
+                Ok(())
+            } else {
+                Err(io::Error::other(format!("{} changed while it was being anchored", src.display())))
+            }
+        })
+    }
+
+    /// The write-once protocol: adopt or refuse an existing object, else
+    /// `write` a temporary file and link it under the final name.
+    fn put_with(
+        &self,
+        name: &str,
+        new_sha256: String,
+        write: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> Result<AnchorReceipt, AnchorError> {
         validate_name(name)?;
         let root = self.prepare_root()?;
         let path = root.join(name);
-        let new_sha256 = hex(&super::sha256(bytes));
 
         if let Some(existing) = self.existing(&path, name)? {
             return adopt(existing, new_sha256);
@@ -61,7 +91,7 @@ impl FsAnchor {
         let dir = create_parents(&root, &path)?;
         let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let temp = TempFile::new(dir.join(format!(".{file_name}.tmp-{}", unique_suffix())));
-        write_temp(&temp.path, bytes).map_err(|e| AnchorError::FsWrite {
+        write(&temp.path).map_err(|e| AnchorError::FsWrite {
             path: temp.path.clone(),
             what: "writing and syncing the temporary file",
             source: e,
@@ -143,16 +173,7 @@ impl FsAnchor {
             });
         }
         let mut file = File::open(path).map_err(read_err)?;
-        let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = file.read(&mut buf).map_err(read_err)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-        }
-        let digest: [u8; 32] = hasher.finalize().into();
+        let (digest, _) = sha256_reader(&mut file).map_err(read_err)?;
         // Re-read the metadata from the open file so size and hash describe
         // the same inode.
         let meta = file.metadata().map_err(read_err)?;
@@ -251,18 +272,62 @@ fn create_parents(root: &Path, path: &Path) -> Result<PathBuf, AnchorError> {
     Ok(parent)
 }
 
-/// Writes `bytes` to a new file at `temp`, makes it read-only, and syncs
-/// data and metadata.
-fn write_temp(temp: &Path, bytes: &[u8]) -> io::Result<()> {
+/// SHA-256 and length of everything `r` yields, read 64 KiB at a time.
+fn sha256_reader(mut r: impl Read) -> io::Result<([u8; 32], u64)> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut len = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok((hasher.finalize().into(), len));
+        }
+        hasher.update(&buf[..n]);
+        len += n as u64;
+    }
+}
+
+/// Creates the temporary file: new, owner-only while written.
+fn create_temp(temp: &Path) -> io::Result<File> {
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(temp)?;
-    file.write_all(bytes)?;
-    // Read-only before the link: the final name never appears writable.
-    file.set_permissions(read_only(&file)?)?;
+    options.open(temp)
+}
+
+/// Makes a written temporary file read-only (the final name never appears
+/// writable) and syncs its data and metadata.
+fn seal_temp(file: &File) -> io::Result<()> {
+    file.set_permissions(read_only(file)?)?;
     file.sync_all()
+}
+
+/// Writes `bytes` to a new file at `temp`, makes it read-only, and syncs
+/// data and metadata.
+fn write_temp(temp: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file = create_temp(temp)?;
+    file.write_all(bytes)?;
+    seal_temp(&file)
+}
+
+/// Copies `src` to a new file at `temp` like [`write_temp`], returning the
+/// SHA-256 of the bytes written.
+fn copy_temp(src: &Path, temp: &Path) -> io::Result<[u8; 32]> {
+    let mut from = File::open(src)?;
+    let mut file = create_temp(temp)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = from.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        file.write_all(&buf[..n])?;
+    }
+    seal_temp(&file)?;
+    Ok(hasher.finalize().into())
 }
 
 #[cfg(unix)]
