@@ -59,7 +59,7 @@ impl FsAnchor {
     /// digest it does not have.
     pub fn put_file_blocking(&self, name: &str, src: &Path) -> Result<AnchorReceipt, AnchorError> {
         let read_err = |source| AnchorError::FsRead { path: src.to_owned(), source };
-        let (digest, _) = sha256_reader(File::open(src).map_err(read_err)?).map_err(read_err)?;
+        let digest = sha256_reader(File::open(src).map_err(read_err)?, |_| Ok(())).map_err(read_err)?;
         let new_sha256 = hex(&digest);
         let want = new_sha256.clone();
         self.put_with(name, new_sha256, |temp| {
@@ -173,7 +173,7 @@ impl FsAnchor {
             });
         }
         let mut file = File::open(path).map_err(read_err)?;
-        let (digest, _) = sha256_reader(&mut file).map_err(read_err)?;
+        let digest = sha256_reader(&mut file, |_| Ok(())).map_err(read_err)?;
         // Re-read the metadata from the open file so size and hash describe
         // the same inode.
         let meta = file.metadata().map_err(read_err)?;
@@ -272,18 +272,18 @@ fn create_parents(root: &Path, path: &Path) -> Result<PathBuf, AnchorError> {
     Ok(parent)
 }
 
-/// SHA-256 and length of everything `r` yields, read 64 KiB at a time.
-fn sha256_reader(mut r: impl Read) -> io::Result<([u8; 32], u64)> {
+/// SHA-256 of everything `r` yields, read 64 KiB at a time; each piece
+/// also goes to `sink`.
+fn sha256_reader(mut r: impl Read, mut sink: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
-    let mut len = 0u64;
     loop {
         let n = r.read(&mut buf)?;
         if n == 0 {
-            return Ok((hasher.finalize().into(), len));
+            return Ok(hasher.finalize().into());
         }
         hasher.update(&buf[..n]);
-        len += n as u64;
+        sink(&buf[..n])?;
     }
 }
 
@@ -314,20 +314,11 @@ fn write_temp(temp: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Copies `src` to a new file at `temp` like [`write_temp`], returning the
 /// SHA-256 of the bytes written.
 fn copy_temp(src: &Path, temp: &Path) -> io::Result<[u8; 32]> {
-    let mut from = File::open(src)?;
+    let from = File::open(src)?;
     let mut file = create_temp(temp)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = from.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        file.write_all(&buf[..n])?;
-    }
+    let digest = sha256_reader(from, |piece| file.write_all(piece))?;
     seal_temp(&file)?;
-    Ok(hasher.finalize().into())
+    Ok(digest)
 }
 
 #[cfg(unix)]
