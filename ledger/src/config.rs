@@ -7,6 +7,7 @@
 //! key_env = "EVIDENT_LEDGER_KEY"    # environment variable that may hold the key instead
 //! pgp_cert = "ledger-cert.asc"      # OpenPGP certificate exported for regulators
 //! synchronous = "full"              # or "normal"
+//! commit_delay_us = 1000            # most a commit waits for concurrent callers; 0 = none
 //! unsigned_producers = []           # producers allowed to append unsigned records
 //! max_record_bytes = 49152
 //! [privacy.detectors]               # card, tpin, nrc, email, private_key, aws_access_key, token
@@ -46,6 +47,9 @@ pub struct Config {
     /// Commit durability.
     #[serde(default)]
     pub synchronous: Synchronous,
+    /// Most a commit leader waits for concurrent callers, in microseconds.
+    #[serde(default = "default_commit_delay_us")]
+    pub commit_delay_us: u64,
     /// Producers allowed to append unsigned records.
     #[serde(default)]
     pub unsigned_producers: Vec<String>,
@@ -71,6 +75,9 @@ fn default_env() -> String {
 }
 fn default_cert() -> PathBuf {
     "ledger-cert.asc".into()
+}
+fn default_commit_delay_us() -> u64 {
+    crate::ledger::DEFAULT_COMMIT_DELAY.as_micros() as u64
 }
 fn default_max() -> usize {
     DEFAULT_MAX_RECORD_BYTES
@@ -112,6 +119,7 @@ impl Config {
             key_env: default_env(),
             pgp_cert: default_cert(),
             synchronous: Synchronous::Full,
+            commit_delay_us: default_commit_delay_us(),
             unsigned_producers: Vec::new(),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             privacy: PrivacyConfig::default(),
@@ -149,6 +157,7 @@ impl Config {
         let key = self.ledger_key()?;
         let mut o = LedgerOptions::new(self.resolve(&self.database), &self.origin, key);
         o.synchronous = self.synchronous;
+        o.commit_delay = std::time::Duration::from_micros(self.commit_delay_us);
         o.unsigned_producers = self.unsigned_producers.clone();
         o.max_record_bytes = self.max_record_bytes;
         o.privacy = self.privacy.clone();

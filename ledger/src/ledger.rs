@@ -6,7 +6,11 @@
 //!    limit, schema, PII commitments, JCS(rec); producer signatures are
 //!    verified in parallel batches (`evident_verify::sig`).
 //! 2. *Queue*: the prepared record joins a shared queue.
-//! 3. *Commit*: if no commit is running, the caller becomes the leader and
+//! 3. *Commit*: if no commit is running, the caller becomes the leader. When
+//!    the last commit served several callers, it first waits (at most
+//!    [`LedgerOptions::commit_delay`], and never longer than
+//!    [`ARRIVAL_GAP`] after the latest arrival) until as many are queued
+//!    again, so that concurrent callers share one fsync. It then
 //!    drains the queue into one `BEGIN IMMEDIATE` transaction (the others
 //!    sleep on a condition variable and wake with their receipts): it re-reads the tree
 //!    size (another process may have appended), resolves `(producer, id)`
@@ -17,6 +21,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use evident_verify::checkpoint::{self, Checkpoint};
 use evident_verify::hash::{Hash, TreeHead, leaf_hash};
@@ -39,6 +44,11 @@ use crate::store::{self, Frontier, SharedTiles, Synchronous, TileReader, to_i64,
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 48 * 1024;
 /// Most records one commit takes from the queue.
 const MAX_GROUP: usize = 4096;
+/// Default for [`LedgerOptions::commit_delay`].
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_millis(1);
+/// A leader waiting for more callers commits once none has arrived for this
+/// long: the callers it expected have gone away.
+pub const ARRIVAL_GAP: Duration = Duration::from_micros(200);
 
 /// How a ledger is opened.
 #[derive(Clone, Debug)]
@@ -51,6 +61,12 @@ pub struct LedgerOptions {
     pub key: SignerKey,
     /// Commit durability.
     pub synchronous: Synchronous,
+    /// Longest a commit leader waits for other callers' records before it
+    /// commits, when the previous commit served more than one caller.
+    /// Raises throughput under concurrency (more records per fsync) at the
+    /// cost of at most this much latency; zero commits at once. A lone
+    /// caller never waits.
+    pub commit_delay: Duration,
     /// Producers allowed to append unsigned records.
     pub unsigned_producers: Vec<String>,
     /// Largest canonical record accepted, in bytes.
@@ -104,6 +120,7 @@ impl LedgerOptions {
             origin: origin.to_string(),
             key,
             synchronous: Synchronous::Full,
+            commit_delay: DEFAULT_COMMIT_DELAY,
             unsigned_producers: Vec::new(),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             privacy: Default::default(),
@@ -198,18 +215,27 @@ struct Pending {
 /// Records waiting for a commit, and whether a leader is committing.
 #[derive(Default)]
 struct Queue {
+    /// One entry per waiting caller.
     pending: Vec<Pending>,
     leader: bool,
+    /// Callers served by the last commit: how many a leader waits for.
+    last_callers: usize,
 }
 
 /// Ends a leader's turn, also when the commit panics, so that waiters are
 /// never left asleep.
-struct Lead<'a>(&'a Inner);
+struct Lead<'a> {
+    inner: &'a Inner,
+    callers: usize,
+}
 
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
-        lock(&self.0.queue).leader = false;
-        self.0.done.notify_all();
+        let mut q = lock(&self.inner.queue);
+        q.leader = false;
+        q.last_callers = self.callers;
+        drop(q);
+        self.inner.done.notify_all();
     }
 }
 
@@ -229,7 +255,10 @@ struct Inner {
     reader: Mutex<Connection>,
     /// Snapshot of the key history for signature checks before the lock.
     keys: Mutex<Arc<KeyHistory>>,
+    /// Wakes callers when a commit ends.
     done: Condvar,
+    /// Wakes a waiting leader when a caller queues records.
+    arrived: Condvar,
     /// The right edge as of the last commit this handle made, for proofs.
     edge: Mutex<Option<Arc<Frontier>>>,
     /// Upper tiles, kept across proofs.
@@ -319,6 +348,7 @@ impl Ledger {
                 reader: Mutex::new(reader),
                 keys: Mutex::new(Arc::new(keys)),
                 done: Condvar::new(),
+                arrived: Condvar::new(),
                 edge: Mutex::new(None),
                 tiles: SharedTiles::default(),
                 opts,
@@ -346,8 +376,13 @@ impl Ledger {
         let opts = &self.inner.opts;
         let Submission { mut rec, sig, vault } = sub;
         rec.check().map_err(AppendError::Record)?;
-        let raw_jcs = if sig.is_none() { Some(rec.signing_bytes().map_err(AppendError::Record)?) } else { None };
         let fields = self.inner.schemas.fields(&rec.kind)?;
+        // What a retry of a record the ledger commits itself is compared on.
+        let raw_jcs = if sig.is_none() && self.inner.privacy.may_commit(fields) {
+            Some(rec.signing_bytes().map_err(AppendError::Record)?)
+        } else {
+            None
+        };
         let vault = match &sig {
             // A signed record carries commitments made by the producer.
             Some(_) => self.inner.privacy.check_signed(&rec, fields, vault)?,
@@ -447,6 +482,7 @@ impl Ledger {
         let slot = Arc::new(Slot { result: Mutex::new(None) });
         let mut q = lock(&self.inner.queue);
         q.pending.push(Pending { items, slot: slot.clone() });
+        self.inner.arrived.notify_one();
         loop {
             if let Some(r) = lock(&slot.result).take() {
                 return r;
@@ -457,6 +493,7 @@ impl Ledger {
                 continue;
             }
             q.leader = true;
+            q = self.gather(q);
             let mut batch = Vec::new();
             let mut n = 0;
             let take = q
@@ -471,12 +508,39 @@ impl Ledger {
             batch.extend(q.pending.drain(..take));
             drop(q);
             {
-                let _lead = Lead(&self.inner);
+                let _lead = Lead { inner: &self.inner, callers: batch.len() };
                 let mut writer = lock(&self.inner.writer);
                 self.commit(&mut writer, batch);
             }
             q = lock(&self.inner.queue);
         }
+    }
+
+    /// As the new leader, waits for as many callers as the last commit
+    /// served to queue their records, within the commit delay and while
+    /// they keep arriving.
+    fn gather<'q>(&self, mut q: MutexGuard<'q, Queue>) -> MutexGuard<'q, Queue> {
+        let delay = self.inner.opts.commit_delay;
+        if delay.is_zero() || q.last_callers <= 1 {
+            return q;
+        }
+        let want = q.last_callers;
+        let deadline = Instant::now() + delay;
+        let mut seen = q.pending.len();
+        let mut last_arrival = Instant::now();
+        while q.pending.len() < want {
+            let now = Instant::now();
+            let until = deadline.min(last_arrival + ARRIVAL_GAP);
+            if now >= until {
+                break;
+            }
+            q = self.inner.arrived.wait_timeout(q, until - now).map(|(g, _)| g).unwrap_or_else(|p| p.into_inner().0);
+            if q.pending.len() > seen {
+                seen = q.pending.len();
+                last_arrival = Instant::now();
+            }
+        }
+        q
     }
 
     fn commit(&self, w: &mut Writer, batch: Vec<Pending>) {

@@ -193,6 +193,18 @@ impl Privacy {
         Ok(Privacy { config, detectors, any })
     }
 
+    /// Whether any detector commits its hits rather than refusing them or
+    /// being off: only then can a record's free text change on commit.
+    pub fn commits_text(&self) -> bool {
+        self.config.detectors.values().any(|a| *a == DetectorAction::Commit)
+    }
+
+    /// Whether committing a record of this kind can change it: it has
+    /// `x-pii` fields, or a detector commits free-text hits.
+    pub fn may_commit(&self, fields: &KindFields) -> bool {
+        !fields.pii.is_empty() || self.commits_text()
+    }
+
     fn action(&self, name: &str) -> DetectorAction {
         self.config.detectors.get(name).copied().unwrap_or(DetectorAction::Refuse)
     }
@@ -294,7 +306,11 @@ impl Privacy {
             rows.push(VaultRow { commitment: c.clone(), subject: subj, field: f.clone(), value, salt: salt.to_vec() });
             *v = serde_json::json!({ "$commit": c });
         }
-        // Free text: replace hits whose detector commits.
+        // Free text: replace hits whose detector commits. With no detector
+        // set to commit there is nothing to replace, and `scan` refuses hits.
+        if !self.commits_text() {
+            return Ok((rows, material));
+        }
         let mut stack: Vec<(String, &mut Value)> =
             body.iter_mut().filter(|(k, _)| fields.is_free_text(k)).map(|(k, v)| (format!("/{k}"), v)).collect();
         while let Some((path, v)) = stack.pop() {

@@ -191,25 +191,20 @@ impl AnchorStore {
     }
 
     /// Anchors the file at `path` under `name`, with [`Anchor::put`]'s
-    /// contract. The `fs` store streams it (memory stays flat whatever the
-    /// size of the day); the `s3` store reads it into memory for one
-    /// checksummed PutObject, up to its size limit.
+    /// contract. Both stores stream it from disk, so memory stays flat
+    /// whatever the size of the day: `fs` hashes while it copies, `s3`
+    /// hashes first and sends the SHA-256 with one PutObject, up to its
+    /// size limit.
     pub async fn put_file(&self, name: &str, path: &std::path::Path) -> Result<AnchorReceipt, AnchorError> {
-        let task = |source| AnchorError::Task { path: path.to_owned(), source };
-        let p = path.to_owned();
         match self {
             AnchorStore::Fs(a) => {
                 validate_name(name)?;
-                let (a, name) = (a.clone(), name.to_owned());
-                tokio::task::spawn_blocking(move || a.put_file_blocking(&name, &p)).await.map_err(task)?
-            }
-            AnchorStore::S3(a) => {
-                let bytes = tokio::task::spawn_blocking(move || std::fs::read(&p))
+                let (a, name, p) = (a.clone(), name.to_owned(), path.to_owned());
+                tokio::task::spawn_blocking(move || a.put_file_blocking(&name, &p))
                     .await
-                    .map_err(task)?
-                    .map_err(|source| AnchorError::FsRead { path: path.to_owned(), source })?;
-                a.put(name, &bytes).await
+                    .map_err(|source| AnchorError::Task { path: path.to_owned(), source })?
             }
+            AnchorStore::S3(a) => a.put_file(name, path).await,
         }
     }
 
@@ -510,6 +505,24 @@ pub fn validate_name(name: &str) -> Result<(), AnchorError> {
 /// SHA-256 of `bytes`.
 pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
     Sha256::digest(bytes).into()
+}
+
+/// SHA-256 of everything `r` yields, read 64 KiB at a time; each piece
+/// also goes to `sink`.
+pub(crate) fn sha256_reader(
+    mut r: impl std::io::Read,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> std::io::Result<[u8; 32]> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
+        sink(&buf[..n])?;
+    }
 }
 
 /// Lower-case hex.

@@ -423,6 +423,63 @@ async fn upload_cut_mid_body_is_an_error_and_leaves_nothing() {
     assert_eq!(versions(&client, &bucket, &key).await.0.len(), 1);
 }
 
+/// `put_file` streams the file from disk (a fresh stream per attempt)
+/// under the same contract as `put`: the same bytes from memory adopt its
+/// version, a cut upload leaves nothing and is retried from the start of
+/// the file, different bytes are refused, and a missing file is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_file_streams_from_disk_under_the_same_contract() {
+    let ep = endpoint();
+    let client = raw_client(&ep);
+    let bucket = create_bucket(&client, "file", true).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store =
+        AnchorStore::from(S3Anchor::new(S3Config { retention_days: 1, ..config(&ep, &bucket) }).expect("config"));
+    // Larger than any SDK buffer, and not a round size.
+    let bytes = pack(3 * 1024 * 1024 + 7, 5);
+    let src = dir.path().join("2026-11-24.tar");
+    std::fs::write(&src, &bytes).expect("write source");
+    let name = "packs/2026-11-24.tar";
+
+    let first = store.put_file(name, &src).await.expect("put_file");
+    assert!(!first.adopted);
+    assert_eq!(first.sha256, sha256_hex(&bytes));
+    assert_eq!(first.size, bytes.len() as u64);
+    let key = format!("evident/{name}");
+    let v = first.version_id.clone().expect("version");
+    let got = client.get_object().bucket(&bucket).key(&key).send().await.expect("GetObject");
+    let stored = got.body.collect().await.expect("body").into_bytes();
+    assert!(stored.as_ref() == bytes.as_slice(), "stored object differs from the file");
+    let in_memory = store.put(name, &bytes).await.expect("same bytes from memory");
+    assert!(in_memory.adopted);
+    assert_eq!(without_adopted(&in_memory), first);
+
+    // Every attempt is cut after 64 KiB; each retry reopens the file.
+    let (proxy, cuts) = cutting_proxy(socket_addr(&ep), 64 * 1024).await;
+    let proxied = S3Anchor::new(S3Config {
+        retention_days: 1,
+        sdk_max_attempts: 2,
+        ..config(&format!("http://{proxy}"), &bucket)
+    })
+    .expect("config");
+    let cut_name = "packs/2026-11-25.tar";
+    let err = proxied.put_file(cut_name, &src).await.expect_err("a broken upload must not produce a receipt");
+    assert_eq!(cuts.load(Ordering::Relaxed), 8, "{}", chain(&err));
+    assert!(matches!(err, AnchorError::RetriesExhausted { attempts: 4, .. }), "{err:?}");
+    assert_eq!(versions(&client, &bucket, &format!("evident/{cut_name}")).await, (vec![], 0));
+
+    let mut other = bytes.clone();
+    other[2_000_000] ^= 1;
+    std::fs::write(&src, &other).expect("rewrite source");
+    let err = store.put_file(name, &src).await.expect_err("different bytes must be refused");
+    assert!(matches!(err, AnchorError::Conflict { .. }), "{err:?}");
+    assert_eq!(versions(&client, &bucket, &key).await, (vec![v], 0));
+
+    let missing = dir.path().join("missing.tar");
+    let err = store.put_file("packs/2026-11-26.tar", &missing).await.expect_err("no source file");
+    assert!(chain(&err).contains("missing.tar"), "{}", chain(&err));
+}
+
 /// Case 5: a bucket without Object Lock is refused by check() and by put(),
 /// with a message naming the bucket and COMPLIANCE mode; nothing is written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

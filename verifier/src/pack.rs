@@ -677,7 +677,7 @@ fn verify_loaded(
     } else {
         (Some(Evaluator::new(&rules)), None)
     };
-    let schemas = match Schemas::embedded() {
+    let schemas = match Schemas::shared() {
         Ok(s) => s,
         Err(e) => return fail(files::ENTRIES, None, e.to_string()),
     };

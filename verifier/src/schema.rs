@@ -23,7 +23,7 @@ pub const KINDS: &[(&str, &str)] = &[
 ];
 
 /// Errors validating a record body.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SchemaError {
     /// No schema for this kind.
@@ -85,6 +85,14 @@ impl Schemas {
     /// Compiles the embedded schemas.
     pub fn embedded() -> Result<Schemas, SchemaError> {
         Schemas::from_texts(KINDS.iter().map(|(k, t)| (k.to_string(), t.to_string())))
+    }
+
+    /// The embedded schemas, compiled once per process and shared. Pack and
+    /// chain verification call this per pack; compiling eleven draft
+    /// 2020-12 schemas each time cost more than checking a small pack.
+    pub fn shared() -> Result<&'static Schemas, SchemaError> {
+        static SHARED: std::sync::OnceLock<Result<Schemas, SchemaError>> = std::sync::OnceLock::new();
+        SHARED.get_or_init(Schemas::embedded).as_ref().map_err(Clone::clone)
     }
 
     /// Compiles schemas from `(kind, schema text)` pairs.
@@ -186,5 +194,14 @@ mod tests {
         assert_eq!(undetected, ["bucket", "endpoint", "etag", "key", "location", "version_id"]);
         assert!(!anchor.is_free_text("bucket") && anchor.is_free_text("day"));
         assert!(matches!(s.validate("nope", &serde_json::json!({})), Err(SchemaError::UnknownKind(_))));
+    }
+
+    /// The shared copy is compiled once and knows the same kinds.
+    #[test]
+    fn shared_is_compiled_once() {
+        let a = Schemas::shared().expect("schemas compile");
+        let b = Schemas::shared().expect("schemas compile");
+        assert!(std::ptr::eq(a, b));
+        assert_eq!(a.kinds().collect::<Vec<_>>(), KINDS.iter().map(|(k, _)| *k).collect::<Vec<_>>());
     }
 }

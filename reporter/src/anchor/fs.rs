@@ -3,13 +3,11 @@
 //! name never exists with partial content and is never replaced.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use sha2::{Digest, Sha256};
-
-use super::{Anchor, AnchorError, AnchorReceipt, BACKEND_FS, hex, rfc3339_secs, validate_name};
+use super::{Anchor, AnchorError, AnchorReceipt, BACKEND_FS, hex, rfc3339_secs, sha256_reader, validate_name};
 
 /// Anchors objects as read-only files under `root` (the embedded default).
 ///
@@ -270,21 +268,6 @@ fn create_parents(root: &Path, path: &Path) -> Result<PathBuf, AnchorError> {
         dir = next;
     }
     Ok(parent)
-}
-
-/// SHA-256 of everything `r` yields, read 64 KiB at a time; each piece
-/// also goes to `sink`.
-fn sha256_reader(mut r: impl Read, mut sink: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<[u8; 32]> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok(hasher.finalize().into());
-        }
-        hasher.update(&buf[..n]);
-        sink(&buf[..n])?;
-    }
 }
 
 /// Creates the temporary file: new, owner-only while written.

@@ -3,6 +3,7 @@
 //! HeadObject before a receipt is issued.
 
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 use aws_sdk_s3::Client;
@@ -18,7 +19,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use tokio::sync::OnceCell;
 
-use super::{Anchor, AnchorError, AnchorReceipt, BACKEND_S3, COMPLIANCE, hex, rfc3339_secs, sha256, validate_name};
+use super::{
+    Anchor, AnchorError, AnchorReceipt, BACKEND_S3, COMPLIANCE, hex, rfc3339_secs, sha256, sha256_reader, validate_name,
+};
 
 /// User metadata key (`x-amz-meta-sha256`) holding the hex SHA-256, for
 /// stores that do not return the checksum on HeadObject.
@@ -336,12 +339,12 @@ impl S3Anchor {
     async fn put_once(
         &self,
         key: &str,
-        bytes: &[u8],
+        body: Body<'_>,
+        size: u64,
         digest: &[u8; 32],
         sent: &mut Option<i64>,
     ) -> Result<AnchorReceipt, AnchorError> {
         let sha_hex = hex(digest);
-        let size = bytes.len() as u64;
         if let Some(existing) = self.lookup(key).await? {
             return self.adopt(key, existing, &sha_hex, size, *sent);
         }
@@ -349,13 +352,14 @@ impl S3Anchor {
         let location = self.location(key);
         let retain_secs = now_secs() + i64::from(self.config.retention_days) * SECS_PER_DAY;
         let was_sent = *sent;
+        let stream = body.stream().await?;
         sent.get_or_insert(retain_secs);
         let put = self
             .client
             .put_object()
             .bucket(&self.config.bucket)
             .key(key)
-            .body(ByteStream::from(bytes.to_vec()))
+            .body(stream)
             .content_length(i64::try_from(size).unwrap_or(i64::MAX))
             .content_type("application/octet-stream")
             .checksum_sha256(BASE64.encode(digest))
@@ -415,31 +419,26 @@ impl S3Anchor {
         self.adopt(key, Existing { head, sha256 }, &sha_hex, size, Some(retain_secs))
     }
 
-    fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        self.config.put_initial_backoff.saturating_mul(factor).min(self.config.put_max_backoff)
-    }
-}
-
-impl Anchor for S3Anchor {
-    async fn check(&self) -> Result<(), AnchorError> {
-        self.ensure_lock().await
-    }
-
-    async fn put(&self, name: &str, bytes: &[u8]) -> Result<AnchorReceipt, AnchorError> {
+    /// Puts `body` of `size` bytes and SHA-256 `digest` under `name`,
+    /// retrying transient failures with backoff.
+    async fn put_body(
+        &self,
+        name: &str,
+        body: Body<'_>,
+        size: u64,
+        digest: &[u8; 32],
+    ) -> Result<AnchorReceipt, AnchorError> {
         validate_name(name)?;
         let key = self.key(name);
-        let size = bytes.len() as u64;
         if size > MAX_PUT_SIZE {
             return Err(AnchorError::TooLarge { location: self.location(&key), size, limit: MAX_PUT_SIZE });
         }
         self.ensure_lock().await?;
-        let digest = sha256(bytes);
         let mut sent = None;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.put_once(&key, bytes, &digest, &mut sent).await {
+            match self.put_once(&key, body, size, digest, &mut sent).await {
                 Ok(receipt) => return Ok(receipt),
                 Err(e) if e.is_transient() && attempt < self.config.put_attempts => {
                     tokio::time::sleep(self.backoff(attempt)).await;
@@ -456,6 +455,43 @@ impl Anchor for S3Anchor {
         }
     }
 
+    /// Like [`Anchor::put`], but streams the file at `path` from disk, so
+    /// memory stays flat whatever its size. The file is hashed first; the
+    /// store checks the upload against that SHA-256, so a file that changes
+    /// in between is refused (`BadDigest`), never anchored.
+    pub async fn put_file(&self, name: &str, path: &Path) -> Result<AnchorReceipt, AnchorError> {
+        validate_name(name)?;
+        let p = path.to_owned();
+        let (size, digest) = tokio::task::spawn_blocking(move || {
+            let file = std::fs::File::open(&p)?;
+            let mut size = 0u64;
+            let digest = sha256_reader(file, |piece| {
+                size += piece.len() as u64;
+                Ok(())
+            })?;
+            Ok::<_, std::io::Error>((size, digest))
+        })
+        .await
+        .map_err(|source| AnchorError::Task { path: path.to_owned(), source })?
+        .map_err(|source| AnchorError::FsRead { path: path.to_owned(), source })?;
+        self.put_body(name, Body::File(path), size, &digest).await
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        self.config.put_initial_backoff.saturating_mul(factor).min(self.config.put_max_backoff)
+    }
+}
+
+impl Anchor for S3Anchor {
+    async fn check(&self) -> Result<(), AnchorError> {
+        self.ensure_lock().await
+    }
+
+    async fn put(&self, name: &str, bytes: &[u8]) -> Result<AnchorReceipt, AnchorError> {
+        self.put_body(name, Body::Bytes(bytes), bytes.len() as u64, &sha256(bytes)).await
+    }
+
     async fn get_existing(&self, name: &str) -> Result<Option<AnchorReceipt>, AnchorError> {
         validate_name(name)?;
         let key = self.key(name);
@@ -467,6 +503,25 @@ impl Anchor for S3Anchor {
             reason,
         })?;
         Ok(Some(self.receipt(&key, &existing.head, sha256, true)))
+    }
+}
+
+/// What a put uploads: bytes in memory, or a file streamed from disk.
+#[derive(Clone, Copy)]
+enum Body<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+impl Body<'_> {
+    /// A fresh stream of the body, for one PutObject attempt.
+    async fn stream(self) -> Result<ByteStream, AnchorError> {
+        match self {
+            Body::Bytes(b) => Ok(ByteStream::from(b.to_vec())),
+            Body::File(p) => ByteStream::from_path(p)
+                .await
+                .map_err(|e| AnchorError::FsRead { path: p.to_owned(), source: std::io::Error::other(e) }),
+        }
     }
 }
 
