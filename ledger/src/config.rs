@@ -7,7 +7,7 @@
 //! key_env = "EVIDENT_LEDGER_KEY"    # environment variable that may hold the key instead
 //! pgp_cert = "ledger-cert.asc"      # OpenPGP certificate exported for regulators
 //! synchronous = "full"              # or "normal"
-//! commit_delay_us = 1000            # most a commit waits for concurrent callers; 0 = none
+//! commit_delay_us = 0               # most a commit waits for concurrent callers; 0 = none
 //! unsigned_producers = []           # producers allowed to append unsigned records
 //! max_record_bytes = 49152
 //! [privacy.detectors]               # card, tpin, nrc, email, private_key, aws_access_key, token

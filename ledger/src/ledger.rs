@@ -44,8 +44,14 @@ use crate::store::{self, Frontier, SharedTiles, Synchronous, TileReader, to_i64,
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 48 * 1024;
 /// Most records one commit takes from the queue.
 const MAX_GROUP: usize = 4096;
-/// Default for [`LedgerOptions::commit_delay`].
-pub const DEFAULT_COMMIT_DELAY: Duration = Duration::from_millis(1);
+/// Records of one `append_batch` call per commit; larger calls are
+/// pipelined in chunks of this size.
+pub const PIPELINE_CHUNK: usize = 1024;
+/// Default for [`LedgerOptions::commit_delay`]: off. On the benchmark
+/// machine (fsync ~165 µs) 16 signed appenders are CPU-bound and a 1 ms
+/// delay cost throughput (13.5k/s against 15.1k/s); it pays where fsync is
+/// slow relative to the work of a commit.
+pub const DEFAULT_COMMIT_DELAY: Duration = Duration::ZERO;
 /// A leader waiting for more callers commits once none has arrived for this
 /// long: the callers it expected have gone away.
 pub const ARRIVAL_GAP: Duration = Duration::from_micros(200);
@@ -64,8 +70,8 @@ pub struct LedgerOptions {
     /// Longest a commit leader waits for other callers' records before it
     /// commits, when the previous commit served more than one caller.
     /// Raises throughput under concurrency (more records per fsync) at the
-    /// cost of at most this much latency; zero commits at once. A lone
-    /// caller never waits.
+    /// cost of at most this much latency; zero (the default) commits at
+    /// once. A lone caller never waits.
     pub commit_delay: Duration,
     /// Producers allowed to append unsigned records.
     pub unsigned_producers: Vec<String>,
@@ -443,16 +449,50 @@ impl Ledger {
         self.append_batch(vec![sub]).pop().unwrap_or_else(|| Err(AppendError::Malformed("empty batch".into())))
     }
 
-    /// Appends many records in one commit. Each gets its own result: a bad
-    /// record is refused without blocking the good ones.
+    /// Appends many records; returns once all are durable. Each gets its
+    /// own result: a bad record is refused without blocking the good ones.
+    /// Up to [`PIPELINE_CHUNK`] records share one commit; a larger batch is
+    /// committed in chunks of that size, each chunk written while the next
+    /// is validated and its signatures verified.
     pub fn append_batch(&self, subs: Vec<Submission>) -> Vec<Result<AppendReceipt, AppendError>> {
+        if subs.len() <= PIPELINE_CHUNK {
+            return self.commit_prepared(self.prepare_all(subs));
+        }
+        let n = subs.len();
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Prepared, AppendError>>>(1);
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let mut subs = subs.into_iter();
+                loop {
+                    let chunk: Vec<Submission> = subs.by_ref().take(PIPELINE_CHUNK).collect();
+                    if chunk.is_empty() || tx.send(self.prepare_all(chunk)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut results = Vec::with_capacity(n);
+            for prepared in rx {
+                results.extend(self.commit_prepared(prepared));
+            }
+            results
+        })
+    }
+
+    /// Validates submissions (in parallel when there are many) and verifies
+    /// their signatures.
+    fn prepare_all(&self, subs: Vec<Submission>) -> Vec<Result<Prepared, AppendError>> {
         use rayon::prelude::*;
         let prepared: Vec<Result<Prepared, AppendError>> = if subs.len() >= 64 {
             subs.into_par_iter().map(|s| self.prepare(s)).collect()
         } else {
             subs.into_iter().map(|s| self.prepare(s)).collect()
         };
-        let prepared = verify_signatures(prepared);
+        verify_signatures(prepared)
+    }
+
+    /// Commits the prepared records that passed, in one commit shared with
+    /// concurrent callers, and returns every record's result in order.
+    fn commit_prepared(&self, prepared: Vec<Result<Prepared, AppendError>>) -> Vec<Result<AppendReceipt, AppendError>> {
         let mut results: Vec<Option<Result<AppendReceipt, AppendError>>> = Vec::with_capacity(prepared.len());
         let mut good = Vec::new();
         let mut positions = Vec::new();

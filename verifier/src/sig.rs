@@ -34,7 +34,7 @@ use crate::note::VerifierKey;
 
 /// Signatures per batch: large enough that the per-batch cost vanishes,
 /// small enough that both cores get work on a few thousand records.
-const BATCH: usize = 512;
+pub const BATCH: usize = 512;
 
 /// True when `bytes` is the canonical encoding of a field element `y < p`
 /// (p = 2^255 − 19), ignoring the sign bit.
@@ -73,25 +73,32 @@ fn item(key: &VerifierKey, msg: &[u8], sig: &[u8; 64]) -> Option<batch::Item> {
 /// all are valid. A batch that fails is re-checked one signature at a time,
 /// so a bad signature is always located.
 pub fn verify_many(items: &[(&VerifierKey, &[u8], &[u8; 64])]) -> Vec<bool> {
-    items
-        .par_chunks(BATCH)
-        .flat_map_iter(|chunk| {
-            let prepared: Vec<Option<batch::Item>> = chunk.iter().map(|(k, m, s)| item(k, m, s)).collect();
-            let all_ok = prepared.iter().all(Option::is_some) && {
-                let mut v = batch::Verifier::new();
-                for it in prepared.iter().flatten() {
-                    v.queue(it.clone());
-                }
-                v.verify(rand_core::OsRng).is_ok()
-            };
-            let verdicts: Vec<bool> = if all_ok {
-                vec![true; chunk.len()]
-            } else {
-                prepared.into_iter().map(|it| it.is_some_and(|it| it.verify_single().is_ok())).collect()
-            };
-            verdicts
-        })
-        .collect()
+    if items.len() <= BATCH {
+        // One batch: verified on the calling thread, not handed to the pool
+        // and waited for (the ledger verifies small batches per caller).
+        return verify_chunk(items);
+    }
+    items.par_chunks(BATCH).flat_map_iter(verify_chunk).collect()
+}
+
+fn verify_chunk(chunk: &[(&VerifierKey, &[u8], &[u8; 64])]) -> Vec<bool> {
+    let prepared: Vec<Option<batch::Item>> = chunk.iter().map(|(k, m, s)| item(k, m, s)).collect();
+    if chunk.len() == 1 {
+        // A batch of one costs more than the single check it equals.
+        return prepared.into_iter().map(|it| it.is_some_and(|it| it.verify_single().is_ok())).collect();
+    }
+    let all_ok = prepared.iter().all(Option::is_some) && {
+        let mut v = batch::Verifier::new();
+        for it in prepared.iter().flatten() {
+            v.queue(it.clone());
+        }
+        v.verify(rand_core::OsRng).is_ok()
+    };
+    if all_ok {
+        vec![true; chunk.len()]
+    } else {
+        prepared.into_iter().map(|it| it.is_some_and(|it| it.verify_single().is_ok())).collect()
+    }
 }
 
 #[cfg(test)]
