@@ -364,6 +364,20 @@ async fn cutting_proxy(upstream: SocketAddr, cut_after: usize) -> (SocketAddr, A
     (addr, cuts)
 }
 
+/// A store whose every connection to `ep` is cut after 64 KiB of the
+/// request, with two SDK attempts per request (the default is 5) to keep
+/// the tests short; and the count of cut connections.
+async fn cut_store(ep: &str, bucket: &str) -> (S3Anchor, Arc<AtomicUsize>) {
+    let (proxy, cuts) = cutting_proxy(socket_addr(ep), 64 * 1024).await;
+    let store = S3Anchor::new(S3Config {
+        retention_days: 1,
+        sdk_max_attempts: 2,
+        ..config(&format!("http://{proxy}"), bucket)
+    })
+    .expect("config");
+    (store, cuts)
+}
+
 fn socket_addr(endpoint: &str) -> SocketAddr {
     let hostport = endpoint.trim_start_matches("http://").trim_end_matches('/');
     let hostport = hostport.replace("localhost", "127.0.0.1");
@@ -378,14 +392,7 @@ async fn upload_cut_mid_body_is_an_error_and_leaves_nothing() {
     let ep = endpoint();
     let client = raw_client(&ep);
     let bucket = create_bucket(&client, "cut", true).await;
-    let (proxy, cuts) = cutting_proxy(socket_addr(&ep), 64 * 1024).await;
-    // Two SDK attempts per request keep the test short; the default is 5.
-    let proxied = S3Anchor::new(S3Config {
-        retention_days: 1,
-        sdk_max_attempts: 2,
-        ..config(&format!("http://{proxy}"), &bucket)
-    })
-    .expect("config");
+    let (proxied, cuts) = cut_store(&ep, &bucket).await;
     proxied.check().await.expect("small requests pass the proxy");
 
     let name = "packs/2026-11-23.tar";
@@ -455,13 +462,7 @@ async fn put_file_streams_from_disk_under_the_same_contract() {
     assert_eq!(without_adopted(&in_memory), first);
 
     // Every attempt is cut after 64 KiB; each retry reopens the file.
-    let (proxy, cuts) = cutting_proxy(socket_addr(&ep), 64 * 1024).await;
-    let proxied = S3Anchor::new(S3Config {
-        retention_days: 1,
-        sdk_max_attempts: 2,
-        ..config(&format!("http://{proxy}"), &bucket)
-    })
-    .expect("config");
+    let (proxied, cuts) = cut_store(&ep, &bucket).await;
     let cut_name = "packs/2026-11-25.tar";
     let err = proxied.put_file(cut_name, &src).await.expect_err("a broken upload must not produce a receipt");
     assert_eq!(cuts.load(Ordering::Relaxed), 8, "{}", chain(&err));

@@ -456,9 +456,10 @@ impl S3Anchor {
     }
 
     /// Like [`Anchor::put`], but streams the file at `path` from disk, so
-    /// memory stays flat whatever its size. The file is hashed first; the
-    /// store checks the upload against that SHA-256, so a file that changes
-    /// in between is refused (`BadDigest`), never anchored.
+    /// memory stays flat whatever its size. The file is hashed first and
+    /// the upload carries that SHA-256 and size: a store that verifies
+    /// checksums (AWS S3 does) refuses a file that changed in between
+    /// (`BadDigest`), and one of another size fails the upload.
     pub async fn put_file(&self, name: &str, path: &Path) -> Result<AnchorReceipt, AnchorError> {
         validate_name(name)?;
         let p = path.to_owned();
