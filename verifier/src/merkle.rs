@@ -232,7 +232,9 @@ pub fn inclusion_proof_len(index: u64, size: u64) -> usize {
         return 0;
     }
     let inner = 64 - (index ^ (size - 1)).leading_zeros();
-    let border = (index >> inner).count_ones();
+    // `inner` is 64 when the path splits at the top bit (sizes past 2^63):
+    // nothing of `index` is left above it.
+    let border = index.checked_shr(inner).unwrap_or(0).count_ones();
     (inner + border) as usize
 }
 

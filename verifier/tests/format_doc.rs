@@ -433,6 +433,52 @@ fn limits_table_matches_the_library() {
     assert!(table.is_empty(), "limits table lists constants the test does not know: {table:?}");
 }
 
+/// The proof lengths for trees too big to build, up to `u64::MAX` leaves,
+/// against RFC 9162's recursive definition of the paths (found by fuzzing:
+/// `index >> inner` with `inner` = 64 overflowed).
+#[test]
+fn proof_lengths_hold_up_to_the_largest_tree() {
+    use evident_verify::merkle::{consistency_proof_len, inclusion_proof_len};
+    // Largest power of two strictly less than n (n >= 2).
+    fn k(n: u64) -> u64 {
+        1u64 << (63 - (n - 1).leading_zeros())
+    }
+    // RFC 9162 §2.1.3.1 PATH(m, D[n]) length.
+    fn path(m: u64, n: u64) -> usize {
+        if n <= 1 {
+            0
+        } else if m < k(n) {
+            1 + path(m, k(n))
+        } else {
+            1 + path(m - k(n), n - k(n))
+        }
+    }
+    // RFC 9162 §2.1.4.1 SUBPROOF(m, D[n], b) length.
+    fn subproof(m: u64, n: u64, b: bool) -> usize {
+        if m == n {
+            usize::from(!b)
+        } else if m <= k(n) {
+            1 + subproof(m, k(n), b)
+        } else {
+            1 + subproof(m - k(n), n - k(n), false)
+        }
+    }
+    let top = 1u64 << 63;
+    let sizes = [2, 3, top - 1, top, top + 1, u64::MAX - 1, u64::MAX];
+    for &size in &sizes {
+        for index in [0, 1, size / 2, top - 1, top, top + 1, size - 2, size - 1] {
+            if index < size {
+                assert_eq!(inclusion_proof_len(index, size), path(index, size), "inclusion {index} in {size}");
+            }
+        }
+        for old in [1, 2, 3, size / 2, top - 1, top, top + 1, size - 1] {
+            if (1..size).contains(&old) {
+                assert_eq!(consistency_proof_len(old, size), subproof(old, size, true), "consistency {old} -> {size}");
+            }
+        }
+    }
+}
+
 /// The exact proof lengths FORMAT.md §6.2 and §6.3 state, written from the
 /// document's formulas, agree with the library for every tree up to 300.
 #[test]
