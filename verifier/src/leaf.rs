@@ -412,11 +412,23 @@ impl Record {
 
 /// Decodes a base64 Ed25519 signature of exactly 64 bytes.
 pub fn decode_sig(s: &str) -> Result<[u8; 64], LeafError> {
-    let raw = B64.decode(s).map_err(|_| field_err("sig.ed25519", "not base64"))?;
-    if B64.encode(&raw) != s {
-        return Err(field_err("sig.ed25519", "not canonical base64"));
+    // Decoded into and re-encoded from stack buffers: this runs for every
+    // signed entry of a pack.
+    let mut raw = [0u8; 66];
+    let n = B64.decode_slice(s, &mut raw).map_err(|e| match e {
+        base64::DecodeSliceError::OutputSliceTooSmall => field_err("sig.ed25519", "an Ed25519 signature is 64 bytes"),
+        base64::DecodeSliceError::DecodeError(_) => field_err("sig.ed25519", "not base64"),
+    })?;
+    if n != 64 {
+        return Err(field_err("sig.ed25519", "an Ed25519 signature is 64 bytes"));
     }
-    raw.try_into().map_err(|_| field_err("sig.ed25519", "an Ed25519 signature is 64 bytes"))
+    let mut sig = [0u8; 64];
+    sig.copy_from_slice(&raw[..64]);
+    let mut again = [0u8; 88];
+    match B64.encode_slice(sig, &mut again) {
+        Ok(len) if again[..len] == *s.as_bytes() => Ok(sig),
+        _ => Err(field_err("sig.ed25519", "not canonical base64")),
+    }
 }
 
 impl Entry {
@@ -519,6 +531,37 @@ impl Entry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `decode_sig` (stack buffers) judges every input as decoding into a
+    /// `Vec` and re-encoding did: valid, truncated, extended, non-canonical
+    /// and garbage signatures.
+    #[test]
+    fn decode_sig_agrees_with_the_allocating_reference() {
+        fn reference(s: &str) -> Result<[u8; 64], LeafError> {
+            let raw = B64.decode(s).map_err(|_| field_err("sig.ed25519", "not base64"))?;
+            if B64.encode(&raw) != s {
+                return Err(field_err("sig.ed25519", "not canonical base64"));
+            }
+            raw.try_into().map_err(|_| field_err("sig.ed25519", "an Ed25519 signature is 64 bytes"))
+        }
+        let good = B64.encode((0..64u8).map(|i| i.wrapping_mul(37)).collect::<Vec<u8>>());
+        let mut cases = vec![good.clone(), String::new(), "====".into(), good.replace('=', ""), format!("{good}AA==")];
+        for n in [60usize, 63, 65, 66, 67, 100] {
+            cases.push(B64.encode(vec![7u8; n]));
+        }
+        for i in 0..good.len() {
+            for c in ['A', 'B', '/', '+', '=', '-', ' '] {
+                let mut m: Vec<char> = good.chars().collect();
+                m[i] = c;
+                cases.push(m.into_iter().collect());
+            }
+            cases.push(format!("{}{}", &good[..i], &good[i + 1..]));
+        }
+        for c in &cases {
+            assert_eq!(decode_sig(c), reference(c), "{c:?}");
+        }
+        assert!(decode_sig(&good).is_ok());
+    }
 
     fn rec() -> Record {
         Record {

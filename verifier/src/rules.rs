@@ -626,32 +626,72 @@ struct Seen<'a> {
 /// A 16-byte truncated SHA-256 digest of a scoped value (see the module docs).
 type Digest = [u8; 16];
 
-impl Seen<'_> {
-    fn get(&self, f: &FieldRef) -> Option<Value> {
-        let text = |s: &str| Some(Value::String(s.to_string()));
-        match &f.src {
-            Source::Ts => Some(Value::String(self.ts.to_string())),
-            Source::At => text(&self.rec.at),
-            Source::Producer => text(&self.rec.producer),
-            Source::Kind => text(&self.rec.kind),
-            Source::Id => text(&self.rec.id),
-            Source::Body(path) => path.iter().try_fold(&self.rec.body, |v, k| v.get(k.as_str())).cloned(),
+/// A field's value where the entry holds it, not copied: an envelope
+/// string, or a part of the body. Rules look fields up for every entry and
+/// every filter; copying each into a new `Value` was most of their cost.
+enum FieldValue<'a> {
+    Text(std::borrow::Cow<'a, str>),
+    Json(&'a Value),
+}
+
+impl FieldValue<'_> {
+    /// Present: not null, and not an empty string, array or object.
+    fn is_present(&self) -> bool {
+        match self {
+            FieldValue::Text(s) => !s.is_empty(),
+            FieldValue::Json(v) => match v {
+                Value::Null => false,
+                Value::String(s) => !s.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                Value::Object(o) => !o.is_empty(),
+                Value::Bool(_) | Value::Number(_) => true,
+            },
         }
     }
 
-    fn present(&self, f: &FieldRef) -> Option<Value> {
-        self.get(f).filter(|v| match v {
-            Value::Null => false,
-            Value::String(s) => !s.is_empty(),
-            Value::Array(a) => !a.is_empty(),
-            Value::Object(o) => !o.is_empty(),
-            Value::Bool(_) | Value::Number(_) => true,
-        })
+    /// Equal to `a` as [`same`] judges.
+    fn equals(&self, a: &Value) -> bool {
+        match self {
+            FieldValue::Text(s) => a.as_str() == Some(s.as_ref()),
+            FieldValue::Json(v) => same(v, a),
+        }
+    }
+
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            FieldValue::Text(s) => Some(s),
+            FieldValue::Json(v) => v.as_str(),
+        }
+    }
+
+    fn canonical(&self) -> Option<Vec<u8>> {
+        match self {
+            FieldValue::Text(s) => canonical_json(&Value::String(s.to_string())).ok(),
+            FieldValue::Json(v) => canonical_json(v).ok(),
+        }
+    }
+}
+
+impl Seen<'_> {
+    fn field(&self, f: &FieldRef) -> Option<FieldValue<'_>> {
+        use std::borrow::Cow::Borrowed;
+        match &f.src {
+            Source::Ts => Some(FieldValue::Text(self.ts.to_string().into())),
+            Source::At => Some(FieldValue::Text(Borrowed(&self.rec.at))),
+            Source::Producer => Some(FieldValue::Text(Borrowed(&self.rec.producer))),
+            Source::Kind => Some(FieldValue::Text(Borrowed(&self.rec.kind))),
+            Source::Id => Some(FieldValue::Text(Borrowed(&self.rec.id))),
+            Source::Body(path) => path.iter().try_fold(&self.rec.body, |v, k| v.get(k.as_str())).map(FieldValue::Json),
+        }
+    }
+
+    fn present(&self, f: &FieldRef) -> Option<FieldValue<'_>> {
+        self.field(f).filter(FieldValue::is_present)
     }
 
     /// The digest of a present field, scoped by `kind` and `scope_field`.
     fn digest(&self, f: &FieldRef, kind: &str, scope_field: &FieldRef) -> Option<Digest> {
-        let jcs = canonical_json(&self.present(f)?).ok()?;
+        let jcs = self.present(f)?.canonical()?;
         let mut h = Sha256::new();
         for part in [b"evident-rules/1".as_slice(), kind.as_bytes(), scope_field.text.as_bytes()] {
             h.update(part);
@@ -670,12 +710,12 @@ impl Seen<'_> {
         if let Source::Ts = f.src {
             return Some(i128::from(self.ts.0) * 1_000);
         }
-        let t = chrono::DateTime::parse_from_rfc3339(self.get(f)?.as_str()?).ok()?;
+        let t = chrono::DateTime::parse_from_rfc3339(self.field(f)?.as_str()?).ok()?;
         Some(i128::from(t.timestamp()) * 1_000_000_000 + i128::from(t.timestamp_subsec_nanos()))
     }
 
     fn matches(&self, filter: &Filter) -> bool {
-        filter.iter().all(|(f, allowed)| self.get(f).is_some_and(|v| allowed.iter().any(|a| same(&v, a))))
+        filter.iter().all(|(f, allowed)| self.field(f).is_some_and(|v| allowed.iter().any(|a| v.equals(a))))
     }
 
     fn in_scope(&self, scope: &Scope) -> bool {
@@ -795,7 +835,7 @@ impl State {
                     if e.matches(&d.close) {
                         self.windows.remove(&key);
                     } else if e.matches(&d.open) {
-                        let scope = d.scope_fields.as_ref().and_then(|(s, _)| e.get(s)?.as_str().map(str::to_string));
+                        let scope = d.scope_fields.as_ref().and_then(|(s, _)| e.field(s)?.as_str().map(str::to_string));
                         self.windows.insert(key, scope);
                     }
                 }
@@ -804,8 +844,8 @@ impl State {
     }
 
     fn in_window(&self, d: &During, e: &Seen<'_>) -> bool {
-        let value = d.scope_fields.as_ref().and_then(|(_, m)| e.get(m));
-        let value = value.as_ref().and_then(Value::as_str);
+        let value = d.scope_fields.as_ref().and_then(|(_, m)| e.field(m));
+        let value = value.as_ref().and_then(FieldValue::as_str);
         self.windows.values().any(|scope| scope.as_deref().is_none_or(|s| covers(s, value)))
     }
 }
