@@ -479,6 +479,14 @@ impl Entry {
     /// Parses leaf bytes strictly: within the size cap, UTF-8, the exact
     /// envelope shape, every field valid, and already RFC 8785 canonical.
     pub fn parse_leaf(bytes: &[u8]) -> Result<Entry, LeafError> {
+        Entry::parse_leaf_with_rec(bytes).map(|(e, _)| e)
+    }
+
+    /// [`Entry::parse_leaf`], also returning where JCS(rec), the message a
+    /// producer signs, lies in `bytes` (what [`Entry::rec_bytes`] finds,
+    /// without serializing anything again).
+    pub fn parse_leaf_with_rec(bytes: &[u8]) -> Result<(Entry, std::ops::Range<usize>), LeafError> {
+        const HEAD: &[u8] = b"{\"rec\":";
         if bytes.len() > MAX_LEAF_BYTES {
             return Err(LeafError::TooLarge(bytes.len()));
         }
@@ -492,8 +500,9 @@ impl Entry {
             && entry.seq <= 1 << 53
         {
             let mut out = Vec::with_capacity(bytes.len());
-            out.extend_from_slice(b"{\"rec\":");
+            out.extend_from_slice(HEAD);
             if entry.rec.write_canonical(&mut out) {
+                let rec = HEAD.len()..out.len();
                 out.extend_from_slice(b",\"seq\":");
                 out.extend_from_slice(entry.seq.to_string().as_bytes());
                 if let Some(sig) = &entry.sig {
@@ -507,7 +516,7 @@ impl Entry {
                 out.push(b'}');
                 if out == bytes {
                     entry.check()?;
-                    return Ok(entry);
+                    return Ok((entry, rec));
                 }
             }
         }
@@ -524,7 +533,9 @@ impl Entry {
         }
         let entry: Entry = serde_json::from_value(value).map_err(|e| LeafError::Json(e.to_string()))?;
         entry.check()?;
-        Ok(entry)
+        let rec = entry.rec_bytes(bytes).ok_or(LeafError::NotCanonical(HEAD.len()))?;
+        let start = rec.as_ptr() as usize - bytes.as_ptr() as usize;
+        Ok((entry, start..start + rec.len()))
     }
 }
 
@@ -600,6 +611,9 @@ mod tests {
             let e = Entry { v: 1, seq: 42, ts: "2026-01-01T00:00:00.000001Z".into(), rec: r.clone(), sig };
             let leaf = e.to_leaf_bytes().expect("leaf");
             assert_eq!(e.rec_bytes(&leaf), Some(r.signing_bytes().expect("jcs").as_slice()));
+            let (parsed, span) = Entry::parse_leaf_with_rec(&leaf).expect("parses");
+            assert_eq!(parsed, e);
+            assert_eq!(&leaf[span], r.signing_bytes().expect("jcs").as_slice());
             let mut other = leaf.clone();
             other.push(b' ');
             assert_eq!(e.rec_bytes(&other), None);

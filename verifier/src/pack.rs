@@ -703,17 +703,11 @@ fn verify_loaded(
             .into_par_iter()
             .map(|i| {
                 let leaf = chunk.get(i);
-                let e = Entry::parse_leaf(leaf).map_err(|e| e.to_string())?;
+                let (e, rec) = Entry::parse_leaf_with_rec(leaf).map_err(|e| e.to_string())?;
                 schemas.validate(&e.rec.kind, &e.rec.body).map_err(|e| e.to_string())?;
                 // The signed message is a slice of the canonical leaf.
-                let msg = match e.sig {
-                    Some(_) => {
-                        let m = e.rec_bytes(leaf).ok_or("leaf is not its entry's canonical form")?;
-                        let at = chunk.spans[i].start + (m.as_ptr() as usize - leaf.as_ptr() as usize);
-                        at..at + m.len()
-                    }
-                    None => 0..0,
-                };
+                let at = chunk.spans[i].start;
+                let msg = if e.sig.is_some() { at + rec.start..at + rec.end } else { 0..0 };
                 Ok((e, msg))
             })
             .collect();

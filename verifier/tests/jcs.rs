@@ -162,7 +162,10 @@ proptest::proptest! {
         let sig = signed.then(|| ProducerSig { key: "svc+01020304".into(), ed25519: "QUJD".repeat(21) + "QQ==" });
         let e = Entry { v: 1, seq, ts: "2026-01-02T03:04:05.123456Z".into(), rec, sig };
         let leaf = serde_json_canonicalizer::to_vec(&serde_json::to_value(&e).expect("value")).expect("jcs");
-        proptest::prop_assert_eq!(Entry::parse_leaf(&leaf).expect("canonical leaf parses"), e);
+        proptest::prop_assert_eq!(Entry::parse_leaf(&leaf).expect("canonical leaf parses"), e.clone());
+        let (_, span) = Entry::parse_leaf_with_rec(&leaf).expect("canonical leaf parses");
+        let signed_message = e.rec.signing_bytes().expect("jcs");
+        proptest::prop_assert_eq!(&leaf[span], signed_message.as_slice());
         let text = String::from_utf8(leaf).expect("utf8");
         let spaced = text.replacen("\":", "\": ", 1);
         proptest::prop_assert!(Entry::parse_leaf(spaced.as_bytes()).is_err(), "accepted {}", spaced);
