@@ -205,10 +205,10 @@ def main():
                          ("consistency_1000_s", "1,000 consistency proofs")):
             w(f"| {label} | {ev[k]:.3f} s | {py[k]:.3f} s | {ev[k] / py[k]:.3f} |")
         w("")
-    w("## Since this run")
+    w("## History")
     w("")
-    w("Changes measured after this full run, each with its command and same-run baselines, are "
-      "recorded in `docs/perf/README.md` until the next full `scripts/bench` run replaces this file.")
+    w("What each performance change bought, measured with its command next to same-run baselines, "
+      "and what was tried and dropped, is recorded in `docs/perf/README.md`.")
     w("")
     print("\n".join(out))
 
