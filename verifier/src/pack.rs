@@ -695,20 +695,24 @@ fn verify_loaded(
     let mut last_ts = day_start;
     let mut read_bytes = 0u64;
     let mut unsigned = 0u64;
-    // Parse, schema-check and locate the signed message of every leaf of a
-    // chunk, in parallel.
-    type Parsed = Vec<Result<(Entry, std::ops::Range<usize>), String>>;
-    let parse = |chunk: Chunk| -> (Chunk, Parsed) {
+    // Parse, schema-check, read the time and signature of, and locate the
+    // signed message of every leaf of a chunk, in parallel: the loop over
+    // the chunk that follows is serial and does only what depends on order.
+    let parse = |chunk: Chunk| -> (Chunk, Vec<Result<Parsed, String>>) {
         let parsed = (0..chunk.len())
             .into_par_iter()
             .map(|i| {
                 let leaf = chunk.get(i);
-                let (e, rec) = Entry::parse_leaf_with_rec(leaf).map_err(|e| e.to_string())?;
-                schemas.validate(&e.rec.kind, &e.rec.body).map_err(|e| e.to_string())?;
+                let (entry, rec) = Entry::parse_leaf_with_rec(leaf).map_err(|e| e.to_string())?;
+                schemas.validate(&entry.rec.kind, &entry.rec.body).map_err(|e| e.to_string())?;
+                let ts = entry.timestamp().map_err(|e| e.to_string())?;
                 // The signed message is a slice of the canonical leaf.
                 let at = chunk.spans[i].start;
-                let msg = if e.sig.is_some() { at + rec.start..at + rec.end } else { 0..0 };
-                Ok((e, msg))
+                let sig = match &entry.sig {
+                    Some(s) => Some((decode_sig(&s.ed25519).map_err(|e| e.to_string())?, at + rec.start..at + rec.end)),
+                    None => None,
+                };
+                Ok(Parsed { entry, ts, sig })
             })
             .collect();
         (chunk, parsed)
@@ -733,7 +737,7 @@ fn verify_loaded(
         let mut chunk_entries: Vec<(Entry, Timestamp)> = Vec::with_capacity(chunk.len());
         for (i, p) in parsed.into_iter().enumerate() {
             let seq = expect + i as u64;
-            let (e, msg) = match p {
+            let Parsed { entry: e, ts, sig: raw_sig } = match p {
                 Ok(x) => x,
                 Err(why) => return fail(files::ENTRIES, Some(seq), why),
             };
@@ -744,10 +748,6 @@ fn verify_loaded(
                     format!("leaf says seq {}, expected {seq} (missing, inserted or reordered entry)", e.seq),
                 );
             }
-            let ts = match e.timestamp() {
-                Ok(t) => t,
-                Err(err) => return fail(files::ENTRIES, Some(seq), err.to_string()),
-            };
             if ts < day_start || ts >= day_end {
                 return fail(files::ENTRIES, Some(seq), format!("ts {} is outside day {}", e.ts, m.day));
             }
@@ -755,25 +755,19 @@ fn verify_loaded(
                 return fail(files::ENTRIES, Some(seq), format!("ts {} is before the previous entry's", e.ts));
             }
             last_ts = ts;
-            if let Some(sig) = &e.sig {
-                let key =
-                    if let Some(k) = ledger_key_ids.iter().find(|k| k.name() == e.rec.producer && k.has_id(&sig.key)) {
-                        (*k).clone()
-                    } else {
-                        match keys.key_at(&e.rec.producer, &sig.key, ts) {
-                            Ok(k) => k.clone(),
-                            Err(err) => return fail(files::ENTRIES, Some(seq), err.to_string()),
-                        }
-                    };
-                let raw = match decode_sig(&sig.ed25519) {
-                    Ok(r) => r,
-                    Err(err) => return fail(files::ENTRIES, Some(seq), err.to_string()),
+            if let (Some(sig), Some((raw, msg))) = (&e.sig, raw_sig) {
+                let key = match ledger_key_ids.iter().find(|k| k.name() == e.rec.producer && k.has_id(&sig.key)) {
+                    Some(k) => *k,
+                    None => match keys.key_at(&e.rec.producer, &sig.key, ts) {
+                        Ok(k) => k,
+                        Err(err) => return fail(files::ENTRIES, Some(seq), err.to_string()),
+                    },
                 };
                 if trust.producer_signatures {
-                    let k = match sig_keys.iter().position(|k| *k == key) {
+                    let k = match sig_keys.iter().position(|k| k == key) {
                         Some(k) => k,
                         None => {
-                            sig_keys.push(key);
+                            sig_keys.push(key.clone());
                             sig_keys.len() - 1
                         }
                     };
@@ -806,14 +800,16 @@ fn verify_loaded(
                 let (bad, observed) = rayon::join(
                     || first_bad_signature(&batch, &sig_keys, &chunk.buf),
                     || -> Result<(), Fail> {
-                        for (i, (e, ts)) in chunk_entries.iter().enumerate() {
+                        // By value: each entry is freed here, beside the
+                        // signature checks, not on the serial path.
+                        for (i, (e, ts)) in chunk_entries.into_iter().enumerate() {
                             let seq = first + i as u64;
                             range.append(leaf_hash(chunk.get(i)));
                             count(&mut counts.by_kind, &e.rec.kind);
                             count(&mut counts.by_producer, &e.rec.producer);
                             let r = match (&mut day_eval, &mut day_eval_chain) {
-                                (Some(d), _) => d.observe(seq, *ts, &e.rec),
-                                (None, Some(d)) => d.observe(seq, *ts, &e.rec),
+                                (Some(d), _) => d.observe(seq, ts, &e.rec),
+                                (None, Some(d)) => d.observe(seq, ts, &e.rec),
                                 (None, None) => Ok(()),
                             };
                             if let Err(err) = r {
@@ -823,7 +819,7 @@ fn verify_loaded(
                             // into the chain afterwards; otherwise feed it.
                             if !same_rules
                                 && let Some(c) = chain_eval.as_deref_mut()
-                                && let Err(err) = c.history(seq, *ts, &e.rec)
+                                && let Err(err) = c.history(seq, ts, &e.rec)
                             {
                                 return fail(files::ENTRIES, Some(seq), err.to_string());
                             }
@@ -996,6 +992,15 @@ fn read_chunk(
         chunk.spans.push(start..chunk.buf.len() - 1);
     }
     Ok(chunk)
+}
+
+/// One leaf after the parallel part of its checks.
+struct Parsed {
+    entry: Entry,
+    ts: Timestamp,
+    /// The decoded signature and where its message (JCS(rec)) lies in the
+    /// chunk's buffer; `None` for an unsigned record.
+    sig: Option<([u8; 64], std::ops::Range<usize>)>,
 }
 
 /// Lines of `entries.jsonl` in one buffer, without their newlines.
