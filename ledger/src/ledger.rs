@@ -429,9 +429,11 @@ impl Ledger {
     fn signing_key(&self, rec: &Record, sig: &ProducerSig) -> Result<(VerifierKey, [u8; 64]), AppendError> {
         rec.check_sig_binding(sig).map_err(AppendError::Signature)?;
         let raw = evident_verify::leaf::decode_sig(&sig.ed25519).map_err(AppendError::Signature)?;
-        let ledger_key = self.inner.opts.key.verifier();
-        if rec.producer == ledger_key.name() && sig.key == ledger_key.id() {
-            return Ok((ledger_key, raw));
+        if rec.producer == self.inner.opts.key.name() {
+            let ledger_key = self.inner.opts.key.verifier();
+            if ledger_key.has_id(&sig.key) {
+                return Ok((ledger_key, raw));
+            }
         }
         let keys = lock(&self.inner.keys).clone();
         let found = keys.all().find(|(p, k)| *p == rec.producer && k.key.has_id(&sig.key)).map(|(_, k)| k.key.clone());

@@ -103,6 +103,25 @@ pub enum ReportError {
         why: String,
     },
 
+    /// The day's leaves, as read from the database, do not hash to the
+    /// checkpoint the pack would carry: the database was changed outside
+    /// the ledger. No pack is written.
+    #[error(
+        "the leaves of {day} (seqs [{start}, {end})) do not hash to the ledger's checkpoint at size {end}: they give root {leaves_root}, the checkpoint says {checkpoint_root}; the database was changed outside the ledger (run `evident verify-db` to find the first bad entry)"
+    )]
+    Integrity {
+        /// The day.
+        day: NaiveDate,
+        /// First seq of the day.
+        start: u64,
+        /// One past the last seq of the day.
+        end: u64,
+        /// Root recomputed from the leaves (base64).
+        leaves_root: String,
+        /// Root in the ledger's signed checkpoint (base64).
+        checkpoint_root: String,
+    },
+
     /// Encoding a pack file (manifest, report) failed.
     #[error("encoding {file} of {day}: {why}")]
     Encode {

@@ -29,7 +29,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use chrono::NaiveDate;
 use evident_ledger::Ledger;
 use evident_ledger::pgp::PgpSigner;
-use evident_verify::hash::Hash;
+use evident_verify::hash::{Hash, leaf_hash};
 use evident_verify::keys::{KeyEventBody, KeyHistory};
 use evident_verify::leaf::Entry;
 use evident_verify::manifest::{
@@ -50,6 +50,8 @@ pub const MAX_ENTRIES_OF_INTEREST: usize = 200;
 pub const ZSTD_LEVEL: i32 = 3;
 /// Leaves parsed in parallel at a time while building a pack.
 const PARSE_CHUNK: usize = 4096;
+/// Bytes of leaves in one such chunk, at most (plus one leaf).
+const PARSE_CHUNK_BYTES: usize = 8 << 20;
 
 /// Which pass of a build is running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -123,16 +125,13 @@ impl<'r> History<'r> {
             *self = History::new(self.rules);
         }
         progress.begin(day, Stage::History, to - self.next);
-        let mut failure = None;
-        let mut batch = 0;
-        ledger
-            .for_each_leaf(self.next, to, |seq, _ts, leaf| {
-                let r = parse_entry(seq, leaf).and_then(|(e, ts)| self.feed(seq, ts, &e));
-                tick(progress, &mut batch);
-                stop_on(r, &mut failure)
-            })
-            .or_else(|e| failure.take().map_or(Err(ReportError::ledger("reading the history")(e)), Err))?;
-        progress.advance(batch);
+        for_each_parsed(ledger, self.next, to, "reading the history", false, |chunk, parsed, _| {
+            for (i, (e, ts)) in parsed.iter().enumerate() {
+                self.feed(chunk.first + i as u64, *ts, e)?;
+            }
+            progress.advance(chunk.len() as u64);
+            Ok(())
+        })?;
         progress.end();
         Ok(())
     }
@@ -422,7 +421,6 @@ fn write_pack(
             introduced_seq: k.introduced_seq,
         })
         .collect();
-    let mut failure = None;
 
     // The day: entries.jsonl.zst, rule observations, counts.
     progress.begin(day, Stage::Day, end - start);
@@ -432,39 +430,32 @@ fn write_pack(
     let mut enc = zstd::stream::write::Encoder::new(HashWriter::new(BufWriter::new(file)), ZSTD_LEVEL)
         .map_err(ReportError::io("starting zstd for", &entries_path))?;
     enc.include_checksum(true).map_err(ReportError::io("configuring zstd for", &entries_path))?;
-    // Compression runs on zstd's own worker thread, and leaves are parsed
-    // in parallel chunks; rules and history observe them in seq order.
     enc.multithread(1).map_err(ReportError::io("configuring zstd for", &entries_path))?;
-    let mut batch = 0;
-    let mut chunk: Vec<(u64, Vec<u8>)> = Vec::with_capacity(PARSE_CHUNK);
-    let mut observe_chunk = |chunk: &mut Vec<(u64, Vec<u8>)>| -> Result<(), ReportError> {
-        use rayon::prelude::*;
-        let parsed: Vec<Result<(Entry, Timestamp), ReportError>> =
-            chunk.par_iter().map(|(seq, leaf)| parse_entry(*seq, leaf)).collect();
-        for ((seq, leaf), p) in chunk.drain(..).zip(parsed) {
-            enc.write_all(&leaf)
-                .and_then(|()| enc.write_all(b"\n"))
-                .map_err(ReportError::io("writing", &entries_path))?;
-            let (e, ts) = p?;
-            eval.observe(seq, ts, &e.rec).map_err(|err| entry_err(seq, err))?;
-            apply_key_event(&mut keys, seq, ts, &e)?;
-            *counts.by_kind.entry(e.rec.kind).or_default() += 1;
-            *counts.by_producer.entry(e.rec.producer).or_default() += 1;
+    // The pack is signed only if its leaves hash, from the compact range of
+    // everything before the day, to the checkpoint it carries: a row changed
+    // in the database outside the ledger stops the build here, not at the
+    // regulator's verifier.
+    let before =
+        ledger.compact_range(start).map_err(ReportError::ledger(format!("the compact range of [0, {start})")))?;
+    let mut range = before.clone();
+    // A reader thread streams the leaves out of SQLite while the previous
+    // chunk is parsed and hashed across the cores and observed here in seq
+    // order; zstd compresses on its own worker.
+    for_each_parsed(ledger, start, end, &format!("reading the entries of {day}"), true, |chunk, parsed, hashes| {
+        enc.write_all(&chunk.buf).map_err(ReportError::io("writing", &entries_path))?;
+        for (i, (e, ts)) in parsed.iter().enumerate() {
+            let seq = chunk.first + i as u64;
+            eval.observe(seq, *ts, &e.rec).map_err(|err| entry_err(seq, err))?;
+            apply_key_event(&mut keys, seq, *ts, e)?;
+            count(&mut counts.by_kind, &e.rec.kind);
+            count(&mut counts.by_producer, &e.rec.producer);
         }
+        for h in hashes {
+            range.append(*h);
+        }
+        progress.advance(chunk.len() as u64);
         Ok(())
-    };
-    ledger
-        .for_each_leaf(start, end, |seq, _ts, leaf| {
-            chunk.push((seq, leaf.to_vec()));
-            let r = if chunk.len() == PARSE_CHUNK { observe_chunk(&mut chunk) } else { Ok(()) };
-            tick(progress, &mut batch);
-            stop_on(r, &mut failure)
-        })
-        .or_else(|e| {
-            failure.take().map_or(Err(ReportError::ledger(format!("reading the entries of {day}"))(e)), Err)
-        })?;
-    observe_chunk(&mut chunk)?;
-    progress.advance(batch);
+    })?;
     progress.end();
     let hw = enc.finish().map_err(ReportError::io("finishing", &entries_path))?;
     let (inner, sha, size) = hw.into_parts();
@@ -482,6 +473,19 @@ fn write_pack(
     let rules_failed: Vec<String> = outcomes.iter().filter(|o| !o.passed).map(|o| o.id.clone()).collect();
 
     let checkpoint = ledger.checkpoint_at(end).map_err(ReportError::ledger(format!("the checkpoint at {end}")))?;
+    let signed = evident_verify::checkpoint::open(checkpoint.as_bytes(), &[ledger.options().key.verifier()], None)
+        .map_err(|e| {
+            ReportError::ledger(format!("the checkpoint at {end}"))(evident_ledger::LedgerError::Format(e.to_string()))
+        })?;
+    if range.size() != end || range.root() != signed.checkpoint.root {
+        return Err(ReportError::Integrity {
+            day,
+            start,
+            end,
+            leaves_root: range.root().to_base64(),
+            checkpoint_root: signed.checkpoint.root.to_base64(),
+        });
+    }
     listed.insert(files::CHECKPOINT.into(), write_file(dir, files::CHECKPOINT, checkpoint.as_bytes())?);
     listed.insert(files::RULES.into(), write_file(dir, files::RULES, &rules.bytes)?);
     let rules_sha256 = rules.set.sha256().to_hex();
@@ -499,13 +503,7 @@ fn write_pack(
     let report_bytes = report.to_bytes().map_err(|e| encode_err(day, files::REPORT_JSON, e))?;
     listed.insert(files::REPORT_JSON.into(), write_file(dir, files::REPORT_JSON, &report_bytes)?);
 
-    let compact_range = ledger
-        .compact_range(start)
-        .map_err(ReportError::ledger(format!("the compact range of [0, {start})")))?
-        .hashes()
-        .iter()
-        .map(Hash::to_base64)
-        .collect();
+    let compact_range = before.hashes().iter().map(Hash::to_base64).collect();
     let key = &ledger.options().key;
     let pgp =
         PgpSigner::from_seed(key.seed(), &format!("Evident ledger {origin}"), evident_ledger::pgp_creation_time())
@@ -567,8 +565,15 @@ fn apply_key_event(keys: &mut KeyHistory, seq: u64, ts: Timestamp, e: &Entry) ->
     Ok(())
 }
 
-fn parse_entry(seq: u64, leaf: &[u8]) -> Result<(Entry, Timestamp), ReportError> {
-    let e = Entry::parse_leaf(leaf).map_err(|err| entry_err(seq, err))?;
+/// A leaf read for the rules, or why it cannot be.
+type Parsed = Result<(Entry, Timestamp), ReportError>;
+
+/// Reads a leaf of this ledger for the rules. Not the verifier's strict
+/// parse: the ledger wrote every leaf canonically, and the day's leaves are
+/// hashed and checked against the signed checkpoint before a pack is
+/// signed, which catches any changed byte, canonical or not.
+fn parse_entry(seq: u64, leaf: &[u8]) -> Parsed {
+    let e: Entry = serde_json::from_slice(leaf).map_err(|err| entry_err(seq, err))?;
     if e.seq != seq {
         return Err(entry_err(seq, format!("the leaf says seq {}", e.seq)));
     }
@@ -576,20 +581,133 @@ fn parse_entry(seq: u64, leaf: &[u8]) -> Result<(Entry, Timestamp), ReportError>
     Ok((e, ts))
 }
 
-/// Keeps the first error of a streaming pass and stops the pass.
-fn stop_on(r: Result<(), ReportError>, failure: &mut Option<ReportError>) -> Result<(), evident_ledger::LedgerError> {
-    r.map_err(|e| {
-        *failure = Some(e);
-        evident_ledger::LedgerError::Request("pack build stopped".into())
-    })
+/// Leaves handed from the reader thread to the builder: one buffer holding
+/// each leaf followed by its newline, exactly as `entries.jsonl` has them.
+struct LeafChunk {
+    /// Seq of the first leaf.
+    first: u64,
+    buf: Vec<u8>,
+    /// Each leaf's bytes in `buf`, without the newline.
+    spans: Vec<std::ops::Range<usize>>,
 }
 
-fn tick(progress: &dyn Progress, batch: &mut u64) {
-    *batch += 1;
-    if *batch == 1024 {
-        progress.advance(*batch);
-        *batch = 0;
+impl LeafChunk {
+    fn new(first: u64) -> LeafChunk {
+        LeafChunk { first, buf: Vec::with_capacity(PARSE_CHUNK * 768), spans: Vec::with_capacity(PARSE_CHUNK) }
     }
+
+    fn push(&mut self, leaf: &[u8]) {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(leaf);
+        self.spans.push(at..self.buf.len());
+        self.buf.push(b'\n');
+    }
+
+    fn is_full(&self) -> bool {
+        self.spans.len() == PARSE_CHUNK || self.buf.len() >= PARSE_CHUNK_BYTES
+    }
+
+    fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        &self.buf[self.spans[i].clone()]
+    }
+}
+
+/// Adds one to `name`'s count, allocating the key only the first time.
+fn count(map: &mut BTreeMap<String, u64>, name: &str) {
+    match map.get_mut(name) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(name.to_string(), 1);
+        }
+    }
+}
+
+/// Streams the leaves of `[start, end)` to `f` in chunks, each with its
+/// leaves parsed and timestamped, and with their leaf hashes if `hash` is
+/// set. A reader thread fetches the next chunk from SQLite while this one
+/// is parsed (across the cores) and consumed, so memory holds at most four
+/// chunks whatever the range. The first error, of parsing or of `f`, in
+/// seq order, stops the stream; `what` names the read in a ledger error.
+fn for_each_parsed(
+    ledger: &Ledger,
+    start: u64,
+    end: u64,
+    what: &str,
+    hash: bool,
+    mut f: impl FnMut(&LeafChunk, &[(Entry, Timestamp)], &[Hash]) -> Result<(), ReportError>,
+) -> Result<(), ReportError> {
+    use rayon::prelude::*;
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<LeafChunk>(2);
+        let stopped = || evident_ledger::LedgerError::Request("pack build stopped".into());
+        let reader = s.spawn(move || -> Result<(), evident_ledger::LedgerError> {
+            let mut chunk = LeafChunk::new(start);
+            ledger.for_each_leaf(start, end, |seq, _ts, leaf| {
+                chunk.push(leaf);
+                if chunk.is_full() {
+                    // A closed channel: the consumer stopped on an error of
+                    // its own, which it reports.
+                    tx.send(std::mem::replace(&mut chunk, LeafChunk::new(seq + 1))).map_err(|_| stopped())?;
+                }
+                Ok(())
+            })?;
+            if chunk.len() > 0 {
+                tx.send(chunk).map_err(|_| stopped())?;
+            }
+            Ok(())
+        });
+        // The previous chunk's entries are freed on the pool while this one
+        // is parsed: freeing thousands of small allocations on this thread,
+        // which did not make them, cost as much as all its other work.
+        let mut done: Vec<(Entry, Timestamp)> = Vec::new();
+        let consumed = rx.iter().try_for_each(|chunk| {
+            let old = std::mem::take(&mut done);
+            let (parsed, ()) = rayon::join(
+                || -> Vec<(Parsed, Option<Hash>)> {
+                    (0..chunk.len())
+                        .into_par_iter()
+                        .map(|i| {
+                            let leaf = chunk.get(i);
+                            (parse_entry(chunk.first + i as u64, leaf), hash.then(|| leaf_hash(leaf)))
+                        })
+                        .collect()
+                },
+                || old.into_par_iter().for_each(drop),
+            );
+            // The leaves before the first that does not parse are consumed;
+            // then that one's error is reported.
+            let mut ok = Vec::with_capacity(parsed.len());
+            let mut hashes = Vec::with_capacity(if hash { parsed.len() } else { 0 });
+            let mut bad = None;
+            for (p, h) in parsed {
+                match p {
+                    Ok(e) => ok.push(e),
+                    Err(e) => {
+                        bad = Some(e);
+                        break;
+                    }
+                }
+                hashes.extend(h);
+            }
+            let r = f(&chunk, &ok, &hashes);
+            done = ok;
+            r?;
+            bad.map_or(Ok(()), Err)
+        });
+        // Unblocks a reader waiting to send when the consumer stopped early.
+        drop(rx);
+        done.into_par_iter().for_each(drop);
+        let read = match reader.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        consumed?;
+        read.map_err(ReportError::ledger(what.to_string()))
+    })
 }
 
 /// The offending entries the HTML report shows: the lowest seqs across all

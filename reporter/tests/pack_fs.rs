@@ -424,3 +424,37 @@ fn a_failed_anchor_records_nothing_and_a_rerun_completes_it() {
     assert_eq!(anchor_receipts(&fx.ledger).len(), 6);
     assert!(reporter.status(now).expect("status").up_to_date());
 }
+
+/// A leaf changed in the database with plain SQL (its trigger dropped), in a
+/// way that still parses and breaks no rule: the build stops before signing
+/// anything, names the day and both roots, and leaves no pack behind.
+#[test]
+fn a_leaf_changed_outside_the_ledger_stops_the_build() {
+    let (fx, now) = three_days();
+    let cfg = fx.config();
+    build_day(&fx.ledger, &cfg, day(D1), now).expect("day 1 is intact");
+    let seq = fx.ledger.seq_at_time(pack::day_start(day(D2))).expect("start of day 2") + 3;
+    let leaf = String::from_utf8(fx.ledger.leaf(seq).expect("leaf")).expect("utf8");
+    let edited = leaf.replacen("\"id\":\"", "\"id\":\"x", 1);
+    assert_ne!(edited, leaf);
+    let raw = rusqlite::Connection::open(fx.dir.path().join("ledger/ledger.db")).expect("open the database");
+    raw.execute_batch("DROP TRIGGER entries_no_update").expect("drop trigger");
+    raw.execute("UPDATE entries SET leaf = ?1 WHERE seq = ?2", rusqlite::params![edited.as_bytes(), seq as i64])
+        .expect("edit");
+    drop(raw);
+    match build_day(&fx.ledger, &cfg, day(D2), now) {
+        Err(e @ ReportError::Integrity { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(D2) && msg.contains("verify-db"), "{msg}");
+        }
+        other => panic!("a changed leaf was packed: {other:?}"),
+    }
+    assert!(!pack::pack_dir(&fx.packs_dir, day(D2)).exists(), "no pack for the day");
+    assert!(!pack::tar_path(&fx.packs_dir, day(D2)).exists(), "no tar for the day");
+    let leftovers: Vec<_> = std::fs::read_dir(&fx.packs_dir)
+        .expect("packs dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(D2))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

@@ -10,8 +10,9 @@ use std::collections::BTreeMap;
 
 use common::*;
 use evident_reporter::ReporterConfig;
+use evident_reporter::pack;
 use evident_verify::manifest::{Report, files};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 const D1: &str = "2026-05-04";
 const D2: &str = "2026-05-05";
@@ -191,4 +192,74 @@ fn seeded_violations_are_named_by_seq_and_a_clean_day_passes() {
         evident_reporter::config::DEFAULT_RULES,
         "rules.json is the shipped file, byte for byte"
     );
+}
+
+/// A day of several times the builder's parse chunk (4,096 leaves): the
+/// pack holds every leaf in ledger order, rules name entries deep in later
+/// chunks by their exact seqs, and the next day, built on its own, reads
+/// that day back as history in chunks (a link and a replay across days).
+#[test]
+fn a_day_of_many_chunks_and_its_history() {
+    let fx = Fixture::new(at(day(D1), 60));
+    let d1 = day(D1);
+    let tools = |from: usize, n: usize| -> Vec<(String, Value)> {
+        (from..from + n)
+            .map(|i| {
+                let mut t = example("tool_call");
+                t["task_id"] = json!(format!("task-{i}"));
+                (format!("tool-{i}"), t)
+            })
+            .collect()
+    };
+    fx.append_many_at(at(d1, 100), AGENT, "tool_call", tools(0, 4_500));
+    fx.append_at(
+        at(d1, 200),
+        AUTHZ,
+        "authz-big",
+        "authorization",
+        authorization_body("authz-big", "jti-big", "allow", PROD),
+    );
+    fx.append_many_at(at(d1, 300), AGENT, "tool_call", tools(4_500, 4_000));
+    let p0 = fx.append_at(at(d1, 400), CI, "inv-big", "invariant_result", invariant_body("ci-big", "P0", "fail"));
+    fx.append_many_at(at(d1, 500), AGENT, "tool_call", tools(8_500, 600));
+    let d2 = day(D2);
+    // Yesterday's authorization executed today, and its token replayed.
+    fx.append_at(at(d2, 100), DEPLOY, "x-big", "execution", execution_body("exec-big", "authz-big", "started", PROD));
+    let replay = fx.append_at(
+        at(d2, 200),
+        AUTHZ,
+        "authz-again",
+        "authorization",
+        authorization_body("authz-again", "jti-big", "allow", PROD),
+    );
+    let now = at(d2, 86_400 + 600);
+    fx.set_time(now);
+    let cfg = fx.config();
+    // Separate calls: day 2 starts from an empty history and reads day 1.
+    let one = pack::build_day(&fx.ledger, &cfg, d1, now).expect("day 1");
+    let two = pack::build_day(&fx.ledger, &cfg, d2, now).expect("day 2");
+    assert!(one.manifest.end - one.manifest.start > 9_100, "the day spans three chunks");
+
+    let packed =
+        zstd::decode_all(std::fs::read(one.dir.join(files::ENTRIES)).expect("entries").as_slice()).expect("zstd");
+    let mut leaves = Vec::new();
+    fx.ledger
+        .for_each_leaf(one.manifest.start, one.manifest.end, |_, _, leaf| {
+            leaves.extend_from_slice(leaf);
+            leaves.push(b'\n');
+            Ok(())
+        })
+        .expect("leaves");
+    assert!(packed == leaves, "entries.jsonl is every leaf of the day, in order, one per line");
+
+    let failing = |r: &Report| -> BTreeMap<String, Vec<u64>> {
+        outcomes(r).into_iter().filter(|(_, o)| !o.0).map(|(id, o)| (id, o.2)).collect()
+    };
+    let want1: BTreeMap<String, Vec<u64>> = [("no-failing-p0-invariants".to_string(), vec![p0])].into();
+    assert_eq!(failing(&read_report(&one.dir)), want1);
+    // The execution links to day 1's authorization; only the replay fails.
+    let want2: BTreeMap<String, Vec<u64>> = [("replay-blocked".to_string(), vec![replay])].into();
+    assert_eq!(failing(&read_report(&two.dir)), want2);
+    check_pack(&one.dir, &one.tar, None);
+    check_pack(&two.dir, &two.tar, Some(&one.dir));
 }

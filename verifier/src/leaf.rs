@@ -97,12 +97,16 @@ impl ProducerSig {
     /// JCS of the signature object, as it appears in a leaf.
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.key.len() + self.ed25519.len() + 24);
-        out.extend_from_slice(b"{\"ed25519\":");
-        write_jcs_str(&mut out, &self.ed25519);
-        out.extend_from_slice(b",\"key\":");
-        write_jcs_str(&mut out, &self.key);
-        out.push(b'}');
+        self.write_canonical(&mut out);
         out
+    }
+
+    fn write_canonical(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"ed25519\":");
+        write_jcs_str(out, &self.ed25519);
+        out.extend_from_slice(b",\"key\":");
+        write_jcs_str(out, &self.key);
+        out.push(b'}');
     }
 }
 
@@ -200,7 +204,7 @@ fn write_jcs(out: &mut Vec<u8>, v: &Value) {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
         Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::Number(n) => write_display(out, n),
         Value::String(s) => write_jcs_str(out, s),
         Value::Array(a) => {
             out.push(b'[');
@@ -216,23 +220,45 @@ fn write_jcs(out: &mut Vec<u8>, v: &Value) {
             // Members sort by their names' UTF-16 code units (RFC 8785
             // §3.2.3). serde_json's map iterates in UTF-8 byte order, which
             // agrees except past U+FFFF; sort only when it does not agree.
-            let mut members: Vec<(&String, &Value)> = o.iter().collect();
-            let utf16 = |a: &str, b: &str| a.encode_utf16().cmp(b.encode_utf16());
-            if !members.is_sorted_by(|a, b| utf16(a.0, b.0).is_le()) {
-                members.sort_by(|a, b| utf16(a.0, b.0));
-            }
-            out.push(b'{');
-            for (i, (k, x)) in members.into_iter().enumerate() {
+            let utf16 = |a: &str, b: &str| {
+                // Without a character past U+FFFF (a 4-byte UTF-8 sequence),
+                // byte order is UTF-16 order.
+                if a.bytes().chain(b.bytes()).all(|c| c < 0xf0) {
+                    a.as_bytes().cmp(b.as_bytes())
+                } else {
+                    a.encode_utf16().cmp(b.encode_utf16())
+                }
+            };
+            let write_member = |out: &mut Vec<u8>, i: usize, k: &str, x: &Value| {
                 if i > 0 {
                     out.push(b',');
                 }
                 write_jcs_str(out, k);
                 out.push(b':');
                 write_jcs(out, x);
+            };
+            out.push(b'{');
+            if o.keys().zip(o.keys().skip(1)).all(|(a, b)| utf16(a, b).is_le()) {
+                for (i, (k, x)) in o.iter().enumerate() {
+                    write_member(out, i, k, x);
+                }
+            } else {
+                let mut members: Vec<(&String, &Value)> = o.iter().collect();
+                members.sort_by(|a, b| utf16(a.0, b.0));
+                for (i, (k, x)) in members.into_iter().enumerate() {
+                    write_member(out, i, k, x);
+                }
             }
             out.push(b'}');
         }
     }
+}
+
+/// Appends `v`'s `Display` form without an intermediate `String`.
+fn write_display(out: &mut Vec<u8>, v: &impl std::fmt::Display) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{v}");
 }
 
 /// The canonical leaf bytes of an entry from its parts: JCS(rec) as signed,
@@ -403,7 +429,8 @@ impl Record {
                 format!("key {} does not belong to producer {:?}", sig.key, self.producer),
             ));
         }
-        if hash.len() != 8 || crate::hash::hex_decode(hash).is_none() {
+        // Checked in place: this runs for every signed leaf of a pack.
+        if hash.len() != 8 || !hash.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
             return Err(field_err("sig.key", "key hash must be 8 lower-case hex digits"));
         }
         Ok(())
@@ -498,27 +525,10 @@ impl Entry {
         if let Ok(entry) = serde_json::from_slice::<Entry>(bytes)
             && entry.v == LEAF_VERSION
             && entry.seq <= 1 << 53
+            && let Some(rec) = CANONICAL.with_borrow_mut(|out| entry.canonical_rec_span(bytes, out))
         {
-            let mut out = Vec::with_capacity(bytes.len());
-            out.extend_from_slice(HEAD);
-            if entry.rec.write_canonical(&mut out) {
-                let rec = HEAD.len()..out.len();
-                out.extend_from_slice(b",\"seq\":");
-                out.extend_from_slice(entry.seq.to_string().as_bytes());
-                if let Some(sig) = &entry.sig {
-                    out.extend_from_slice(b",\"sig\":");
-                    out.extend_from_slice(&sig.canonical_bytes());
-                }
-                out.extend_from_slice(b",\"ts\":");
-                write_jcs_str(&mut out, &entry.ts);
-                out.extend_from_slice(b",\"v\":");
-                out.extend_from_slice(LEAF_VERSION.to_string().as_bytes());
-                out.push(b'}');
-                if out == bytes {
-                    entry.check()?;
-                    return Ok((entry, rec));
-                }
-            }
+            entry.check()?;
+            return Ok((entry, rec));
         }
         std::str::from_utf8(bytes).map_err(|_| LeafError::NotUtf8)?;
         let value: Value = serde_json::from_slice(bytes).map_err(|e| LeafError::Json(e.to_string()))?;
@@ -536,6 +546,43 @@ impl Entry {
         let rec = entry.rec_bytes(bytes).ok_or(LeafError::NotCanonical(HEAD.len()))?;
         let start = rec.as_ptr() as usize - bytes.as_ptr() as usize;
         Ok((entry, start..start + rec.len()))
+    }
+}
+
+thread_local! {
+    /// Scratch space for [`Entry::canonical_rec_span`], reused across the
+    /// leaves a thread parses.
+    static CANONICAL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Entry {
+    /// Writes this entry canonically into `out` (cleared first) and, if that
+    /// gives exactly `bytes`, returns where JCS(rec) lies in them.
+    fn canonical_rec_span(&self, bytes: &[u8], out: &mut Vec<u8>) -> Option<std::ops::Range<usize>> {
+        const HEAD: &[u8] = b"{\"rec\":";
+        out.clear();
+        out.extend_from_slice(HEAD);
+        if !self.rec.write_canonical(out) {
+            return None;
+        }
+        let rec = HEAD.len()..out.len();
+        out.extend_from_slice(b",\"seq\":");
+        write_display(out, &self.seq);
+        if let Some(sig) = &self.sig {
+            out.extend_from_slice(b",\"sig\":");
+            sig.write_canonical(out);
+        }
+        out.extend_from_slice(b",\"ts\":");
+        write_jcs_str(out, &self.ts);
+        out.extend_from_slice(b",\"v\":");
+        write_display(out, &LEAF_VERSION);
+        out.push(b'}');
+        // A leaf at the size cap leaves the buffer at most that large.
+        let same = out.as_slice() == bytes;
+        if out.capacity() > 2 * MAX_LEAF_BYTES {
+            *out = Vec::new();
+        }
+        same.then_some(rec)
     }
 }
 

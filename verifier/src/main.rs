@@ -16,6 +16,13 @@ use evident_verify::pack::{self, Previous, Status, Trust, TrustedKey};
 use evident_verify::ts::Timestamp;
 use serde_json::json;
 
+/// mimalloc instead of the system allocator: every leaf of a pack becomes
+/// many small allocations made on one thread of the pool and freed on
+/// another, which glibc's allocator serves slowly (a third of the CPU time
+/// of a verification without producer signatures).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "evident-verify",

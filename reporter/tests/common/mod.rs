@@ -117,6 +117,20 @@ impl Fixture {
         r.seq
     }
 
+    /// Appends signed records `(id, body)` of one kind in one batch at time
+    /// `t`; returns their seqs.
+    pub fn append_many_at(&self, t: Timestamp, producer: &str, kind: &str, items: Vec<(String, Value)>) -> Vec<u64> {
+        self.set_time(t);
+        let signer = self.signer(producer);
+        let subs =
+            items.into_iter().map(|(id, body)| signer.sign(&id, kind, &rfc3339(t), body).expect("sign")).collect();
+        self.ledger
+            .append_batch(subs)
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|e| panic!("append {kind}: {e:?}")).seq)
+            .collect()
+    }
+
     /// Appends a tool call with the clock at `t` (the ledger may place it
     /// later, for example after a sealed day) and returns its seq.
     pub fn append_at_any(&self, t: Timestamp) -> u64 {
