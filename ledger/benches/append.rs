@@ -32,6 +32,13 @@ use evident_verify::ts::Timestamp;
 use rayon::prelude::*;
 use serde_json::{Value, json};
 
+/// mimalloc when the `mimalloc` feature is on (the default): appends parse
+/// records into many small allocations across threads, which glibc's
+/// allocator serves slowly.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ORIGIN: &str = "bench.evident/ledger";
 const PRODUCER: &str = "deploy-bot";
 const UNSIGNED_PRODUCER: &str = "legacy-batch";

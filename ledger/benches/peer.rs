@@ -10,6 +10,13 @@ use evident_verify::leaf::Record;
 use evident_verify::note::SignerKey;
 use serde_json::json;
 
+/// mimalloc when the `mimalloc` feature is on (the default): appends parse
+/// records into many small allocations across threads, which glibc's
+/// allocator serves slowly.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());

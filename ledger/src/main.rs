@@ -15,6 +15,13 @@ use evident_ledger::{keyfile, pgp, verify_db};
 use evident_verify::note::VerifierKey;
 use serde_json::json;
 
+/// mimalloc when the `mimalloc` feature is on (the default): appends parse
+/// records into many small allocations across threads, which glibc's
+/// allocator serves slowly.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Longest input line `append` reads; longer lines are refused without
 /// being buffered whole.
 const MAX_LINE_BYTES: usize = 1 << 20;
