@@ -1031,7 +1031,11 @@ fn first_bad_signature(
 ) -> Option<u64> {
     let items: Vec<(&VerifierKey, &[u8], &[u8; 64])> =
         batch.iter().map(|b| (&keys[b.3], &buf[b.1.clone()], &b.2)).collect();
-    crate::sig::verify_many(&items).into_iter().zip(batch).find(|(ok, _)| !ok).map(|(_, b)| b.0)
+    crate::sig::verify_many_in(&items, crate::sig::PACK_BATCH)
+        .into_iter()
+        .zip(batch)
+        .find(|(ok, _)| !ok)
+        .map(|(_, b)| b.0)
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

@@ -73,12 +73,24 @@ fn item(key: &VerifierKey, msg: &[u8], sig: &[u8; 64]) -> Option<batch::Item> {
 /// all are valid. A batch that fails is re-checked one signature at a time,
 /// so a bad signature is always located.
 pub fn verify_many(items: &[(&VerifierKey, &[u8], &[u8; 64])]) -> Vec<bool> {
-    if items.len() <= BATCH {
+    verify_many_in(items, BATCH)
+}
+
+/// Signatures per batch when verifying a whole pack: larger batches cost
+/// less per signature (the multiscalar multiplication is shared by more
+/// points; ~4% less time for a 1M-entry pack than [`BATCH`]), and a pack's
+/// chunks of 4,096 leaves still give both cores a batch each.
+pub const PACK_BATCH: usize = 2048;
+
+/// [`verify_many`] with `batch` signatures per batch.
+pub fn verify_many_in(items: &[(&VerifierKey, &[u8], &[u8; 64])], batch: usize) -> Vec<bool> {
+    let batch = batch.max(1);
+    if items.len() <= batch {
         // One batch: verified on the calling thread, not handed to the pool
         // and waited for (the ledger verifies small batches per caller).
         return verify_chunk(items);
     }
-    items.par_chunks(BATCH).flat_map_iter(verify_chunk).collect()
+    items.par_chunks(batch).flat_map_iter(verify_chunk).collect()
 }
 
 fn verify_chunk(chunk: &[(&VerifierKey, &[u8], &[u8; 64])]) -> Vec<bool> {
@@ -172,10 +184,15 @@ mod tests {
         }
         let items: Vec<(&VerifierKey, &[u8], &[u8; 64])> =
             (0..msgs.len()).map(|i| (&vks[i % 3], msgs[i].as_slice(), &sigs[i])).collect();
-        let got = verify_many(&items);
-        for (i, ok) in got.iter().enumerate() {
-            assert_eq!(*ok, !bad.contains(&i), "signature {i}");
+        // The ledger's batches, a pack's, batches of one and of everything.
+        for batch in [BATCH, PACK_BATCH, 1, 7, items.len()] {
+            let got = verify_many_in(&items, batch);
+            assert_eq!(got.len(), items.len());
+            for (i, ok) in got.iter().enumerate() {
+                assert_eq!(*ok, !bad.contains(&i), "signature {i} in batches of {batch}");
+            }
         }
+        assert_eq!(verify_many(&items), verify_many_in(&items, BATCH));
     }
 
     #[test]
