@@ -447,8 +447,7 @@ fn write_pack(
             let seq = chunk.first + i as u64;
             eval.observe(seq, *ts, &e.rec).map_err(|err| entry_err(seq, err))?;
             apply_key_event(&mut keys, seq, *ts, e)?;
-            count(&mut counts.by_kind, &e.rec.kind);
-            count(&mut counts.by_producer, &e.rec.producer);
+            counts.add(&e.rec.kind, &e.rec.producer);
         }
         for h in hashes {
             range.append(*h);
@@ -613,16 +612,6 @@ impl LeafChunk {
 
     fn get(&self, i: usize) -> &[u8] {
         &self.buf[self.spans[i].clone()]
-    }
-}
-
-/// Adds one to `name`'s count, allocating the key only the first time.
-fn count(map: &mut BTreeMap<String, u64>, name: &str) {
-    match map.get_mut(name) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(name.to_string(), 1);
-        }
     }
 }
 

@@ -112,6 +112,21 @@ pub struct Counts {
     pub by_producer: BTreeMap<String, u64>,
 }
 
+impl Counts {
+    /// Counts one entry of `kind` from `producer` (allocating a name only
+    /// the first time it is seen: this runs for every entry of a day).
+    pub fn add(&mut self, kind: &str, producer: &str) {
+        for (map, name) in [(&mut self.by_kind, kind), (&mut self.by_producer, producer)] {
+            match map.get_mut(name) {
+                Some(n) => *n += 1,
+                None => {
+                    map.insert(name.to_string(), 1);
+                }
+            }
+        }
+    }
+}
+
 /// The pack manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -295,5 +310,21 @@ impl Report {
             return Err(field("format", format!("report.json format {:?} is not {REPORT_FORMAT}", r.format)));
         }
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_add_per_kind_and_producer() {
+        let mut c = Counts::default();
+        for (k, p) in [("approval", "a"), ("execution", "b"), ("approval", "b"), ("approval", "a")] {
+            c.add(k, p);
+        }
+        let want = |v: &[(&str, u64)]| v.iter().map(|(n, c)| (n.to_string(), *c)).collect::<BTreeMap<_, _>>();
+        assert_eq!(c.by_kind, want(&[("approval", 3), ("execution", 1)]));
+        assert_eq!(c.by_producer, want(&[("a", 2), ("b", 2)]));
     }
 }

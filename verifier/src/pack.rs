@@ -805,8 +805,7 @@ fn verify_loaded(
                         for (i, (e, ts)) in chunk_entries.into_iter().enumerate() {
                             let seq = first + i as u64;
                             range.append(leaf_hash(chunk.get(i)));
-                            count(&mut counts.by_kind, &e.rec.kind);
-                            count(&mut counts.by_producer, &e.rec.producer);
+                            counts.add(&e.rec.kind, &e.rec.producer);
                             let r = match (&mut day_eval, &mut day_eval_chain) {
                                 (Some(d), _) => d.observe(seq, ts, &e.rec),
                                 (None, Some(d)) => d.observe(seq, ts, &e.rec),
@@ -941,16 +940,6 @@ fn verify_loaded(
         *ck = keys;
     }
     Ok(())
-}
-
-/// Adds one to `name`'s count, allocating the key only the first time.
-fn count(map: &mut BTreeMap<String, u64>, name: &str) {
-    match map.get_mut(name) {
-        Some(n) => *n += 1,
-        None => {
-            map.insert(name.to_string(), 1);
-        }
-    }
 }
 
 /// Reads up to [`CHUNK`] lines of `entries.jsonl` (without their newlines),
