@@ -272,18 +272,24 @@ pub fn leaf_bytes_from_parts(seq: u64, ts: &str, rec_jcs: &[u8], sig_jcs: Option
     let mut out = Vec::with_capacity(rec_jcs.len() + sig_jcs.map_or(0, <[u8]>::len) + 64);
     out.extend_from_slice(b"{\"rec\":");
     out.extend_from_slice(rec_jcs);
+    write_after_rec(&mut out, seq, ts, sig_jcs.map(|s| move |o: &mut Vec<u8>| o.extend_from_slice(s)));
+    out
+}
+
+/// The envelope members after `rec`, in JCS order (`seq`, `sig`, `ts`,
+/// `v`), and the closing brace; `sig` writes JCS(sig).
+fn write_after_rec(out: &mut Vec<u8>, seq: u64, ts: &str, sig: Option<impl FnOnce(&mut Vec<u8>)>) {
     out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(seq.to_string().as_bytes());
-    if let Some(s) = sig_jcs {
+    write_display(out, &seq);
+    if let Some(write_sig) = sig {
         out.extend_from_slice(b",\"sig\":");
-        out.extend_from_slice(s);
+        write_sig(out);
     }
     out.extend_from_slice(b",\"ts\":");
-    write_jcs_str(&mut out, ts);
+    write_jcs_str(out, ts);
     out.extend_from_slice(b",\"v\":");
-    out.extend_from_slice(LEAF_VERSION.to_string().as_bytes());
+    write_display(out, &LEAF_VERSION);
     out.push(b'}');
-    out
 }
 
 fn check_numbers(v: &Value, path: &str, depth: usize) -> Result<(), LeafError> {
@@ -566,19 +572,10 @@ impl Entry {
             return None;
         }
         let rec = HEAD.len()..out.len();
-        out.extend_from_slice(b",\"seq\":");
-        write_display(out, &self.seq);
-        if let Some(sig) = &self.sig {
-            out.extend_from_slice(b",\"sig\":");
-            sig.write_canonical(out);
-        }
-        out.extend_from_slice(b",\"ts\":");
-        write_jcs_str(out, &self.ts);
-        out.extend_from_slice(b",\"v\":");
-        write_display(out, &LEAF_VERSION);
-        out.push(b'}');
-        // A leaf at the size cap leaves the buffer at most that large.
+        write_after_rec(out, self.seq, &self.ts, self.sig.as_ref().map(|s| |o: &mut Vec<u8>| s.write_canonical(o)));
         let same = out.as_slice() == bytes;
+        // Leaves are capped, but a record written back from a parse can be
+        // longer than its input: keep the scratch buffer from growing for good.
         if out.capacity() > 2 * MAX_LEAF_BYTES {
             *out = Vec::new();
         }
