@@ -44,9 +44,25 @@ use crate::store::{self, Frontier, SharedTiles, Synchronous, TileReader, to_i64,
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 48 * 1024;
 /// Most records one commit takes from the queue.
 const MAX_GROUP: usize = 4096;
-/// Records of one `append_batch` call per commit; larger calls are
-/// pipelined in chunks of this size.
-pub const PIPELINE_CHUNK: usize = 1024;
+/// Records of one `append_batch` call that share one commit; a larger call
+/// is pipelined (see [`chunk_size`]).
+pub const PIPELINE_ABOVE: usize = 1024;
+/// Most records of a pipelined `append_batch` per commit.
+pub const PIPELINE_CHUNK: usize = 4096;
+/// First chunk of a pipelined `append_batch`.
+pub const PIPELINE_FIRST: usize = 256;
+/// The next chunk of a pipelined batch, `left` records before it and
+/// `ramp` the size the chunks have grown to ([`PIPELINE_FIRST`], doubled
+/// after each chunk up to [`PIPELINE_CHUNK`]). The first chunk is small, so
+/// that writing starts early; chunks then grow, so that each spreads its
+/// signature batches evenly over the cores and fewer commits are made
+/// (50,000 signed records: median 0.73 s against 0.81 s with chunks of
+/// 1,024, 30 runs each); and the last ones halve, so that the writer's final
+/// chunk, which nothing overlaps, is small.
+pub fn chunk_size(ramp: usize, left: usize) -> usize {
+    ramp.min(left.div_ceil(2).max(PIPELINE_FIRST)).min(left)
+}
+
 /// Default for [`LedgerOptions::commit_delay`]: off. On the benchmark
 /// machine (fsync ~165 µs) 16 signed appenders are CPU-bound and a 1 ms
 /// delay cost throughput (13.5k/s against 15.1k/s); it pays where fsync is
@@ -453,11 +469,11 @@ impl Ledger {
 
     /// Appends many records; returns once all are durable. Each gets its
     /// own result: a bad record is refused without blocking the good ones.
-    /// Up to [`PIPELINE_CHUNK`] records share one commit; a larger batch is
-    /// committed in chunks of that size, each chunk written while the next
-    /// is validated and its signatures verified.
+    /// Up to [`PIPELINE_ABOVE`] records share one commit; a larger batch is
+    /// pipelined: committed in chunks of at most [`PIPELINE_CHUNK`], each
+    /// written while the next is validated and its signatures verified.
     pub fn append_batch(&self, subs: Vec<Submission>) -> Vec<Result<AppendReceipt, AppendError>> {
-        if subs.len() <= PIPELINE_CHUNK {
+        if subs.len() <= PIPELINE_ABOVE {
             return self.commit_prepared(self.prepare_all(subs));
         }
         let n = subs.len();
@@ -465,11 +481,14 @@ impl Ledger {
         std::thread::scope(|s| {
             s.spawn(move || {
                 let mut subs = subs.into_iter();
+                let mut ramp = PIPELINE_FIRST;
                 loop {
-                    let chunk: Vec<Submission> = subs.by_ref().take(PIPELINE_CHUNK).collect();
+                    let size = chunk_size(ramp, subs.len());
+                    let chunk: Vec<Submission> = subs.by_ref().take(size).collect();
                     if chunk.is_empty() || tx.send(self.prepare_all(chunk)).is_err() {
                         break;
                     }
+                    ramp = (ramp * 2).min(PIPELINE_CHUNK);
                 }
             });
             let mut results = Vec::with_capacity(n);
