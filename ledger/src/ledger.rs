@@ -175,10 +175,8 @@ impl Submission {
     /// Parses one JSON submission: `{"rec":…,"sig":…}`, or a bare record
     /// (which is then unsigned).
     pub fn parse(bytes: &[u8]) -> Result<Submission, AppendError> {
-        if let Err(e) = std::str::from_utf8(bytes) {
-            return Err(AppendError::NotUtf8(e.valid_up_to()));
-        }
-        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| AppendError::Malformed(e.to_string()))?;
+        let text = std::str::from_utf8(bytes).map_err(|e| AppendError::NotUtf8(e.valid_up_to()))?;
+        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| AppendError::Malformed(e.to_string()))?;
         let r = if v.get("rec").is_some() {
             serde_json::from_value(v)
         } else {

@@ -572,7 +572,9 @@ type Parsed = Result<(Entry, Timestamp), ReportError>;
 /// hashed and checked against the signed checkpoint before a pack is
 /// signed, which catches any changed byte, canonical or not.
 fn parse_entry(seq: u64, leaf: &[u8]) -> Parsed {
-    let e: Entry = serde_json::from_slice(leaf).map_err(|err| entry_err(seq, err))?;
+    // UTF-8 checked once for the whole leaf, not again for each string.
+    let text = std::str::from_utf8(leaf).map_err(|err| entry_err(seq, err))?;
+    let e: Entry = serde_json::from_str(text).map_err(|err| entry_err(seq, err))?;
     if e.seq != seq {
         return Err(entry_err(seq, format!("the leaf says seq {}", e.seq)));
     }
