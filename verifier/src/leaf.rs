@@ -627,7 +627,7 @@ mod tests {
         let mut out = Vec::new();
         write_jcs_str(&mut out, &format!("{}\u{1f}\"\\\n{}é", "x".repeat(40), "y".repeat(40)));
         let want = format!("\"{}\\u001f\\\"\\\\\\n{}é\"", "x".repeat(40), "y".repeat(40));
-        assert_eq!(String::from_utf8(out).unwrap(), want);
+        assert_eq!(String::from_utf8(out).expect("UTF-8"), want);
     }
 
     /// `decode_sig` (stack buffers) judges every input as decoding into a
