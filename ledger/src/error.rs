@@ -41,6 +41,27 @@ pub enum StoreError {
     /// Stored data that violates an invariant.
     #[error("ledger database is inconsistent: {0}")]
     Corrupt(String),
+    /// The WAL cannot be opened for the ledger's own fsyncs.
+    #[error("opening the WAL {path} for fsync")]
+    Wal {
+        /// The WAL file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An fsync of the WAL failed. Commits since the
+    /// last good fsync may not survive a power loss, so the handle
+    /// acknowledges nothing more; records it refused this way may still be
+    /// in the ledger, and a retry on a new handle returns their receipts.
+    #[error("making {path} durable failed; this ledger handle acknowledges no more appends (open a new one)")]
+    Sync {
+        /// The WAL file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {

@@ -38,6 +38,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{AppendError, LedgerError, StoreError};
 use crate::privacy::{Privacy, VaultRow};
 use crate::store::{self, Frontier, SharedTiles, Synchronous, TileReader, to_i64, to_u64};
+use crate::wal_sync::WalSync;
 
 /// Default cap on a record's canonical size: 48 KiB, so that a leaf with
 /// its envelope stays under the verifier's 64 KiB leaf limit.
@@ -51,6 +52,9 @@ pub const PIPELINE_ABOVE: usize = 1024;
 pub const PIPELINE_CHUNK: usize = 4096;
 /// First chunk of a pipelined `append_batch`.
 pub const PIPELINE_FIRST: usize = 256;
+/// Calls with fewer records leave their signatures to the commit's leader,
+/// which verifies every waiting caller's as one batch.
+const DEFER_BELOW: usize = 64;
 /// The next chunk of a pipelined batch, `left` records before it and
 /// `ramp` the size the chunks have grown to ([`PIPELINE_FIRST`], doubled
 /// after each chunk up to [`PIPELINE_CHUNK`]). The first chunk is small, so
@@ -223,16 +227,56 @@ impl Prepared {
     }
 }
 
+/// One caller's results, in the order of its records.
+type Results = Vec<Result<AppendReceipt, AppendError>>;
+
+/// What a waiting caller is woken for.
+enum Turn {
+    /// Nothing yet.
+    Wait,
+    /// The caller leads the next commit (its records are still queued).
+    Lead,
+    /// Its records' results, durable.
+    Done(Results),
+}
+
+/// Where one caller sleeps: each is woken only for its own turn, so a
+/// commit wakes exactly the callers it serves and the next leader.
 struct Slot {
-    result: Mutex<Option<Vec<Result<AppendReceipt, AppendError>>>>,
+    turn: Mutex<Turn>,
+    wake: Condvar,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot { turn: Mutex::new(Turn::Wait), wake: Condvar::new() }
+    }
+
+    fn set(&self, turn: Turn) {
+        *lock(&self.turn) = turn;
+        self.wake.notify_one();
+    }
+
+    /// Sleeps until there is a turn, and takes it.
+    fn wait(&self) -> Turn {
+        let mut t = lock(&self.turn);
+        loop {
+            match std::mem::replace(&mut *t, Turn::Wait) {
+                Turn::Wait => t = self.wake.wait(t).unwrap_or_else(|p| p.into_inner()),
+                turn => return turn,
+            }
+        }
+    }
 }
 
 struct Pending {
-    items: Vec<Prepared>,
+    /// Refused records stay in place, so results come back in order.
+    items: Vec<Result<Prepared, AppendError>>,
     slot: Arc<Slot>,
 }
 
-/// Records waiting for a commit, and whether a leader is committing.
+/// Records waiting for a commit, and whether a caller leads (is committing,
+/// or has been handed the next commit).
 #[derive(Default)]
 struct Queue {
     /// One entry per waiting caller.
@@ -242,8 +286,9 @@ struct Queue {
     last_callers: usize,
 }
 
-/// Ends a leader's turn, also when the commit panics, so that waiters are
-/// never left asleep.
+/// Ends a leader's turn once its commit is written (before it is durable),
+/// also when the commit panics: hands the next commit to the first caller
+/// still queued, so that it starts while this one waits for its fsync.
 struct Lead<'a> {
     inner: &'a Inner,
     callers: usize,
@@ -252,10 +297,49 @@ struct Lead<'a> {
 impl Drop for Lead<'_> {
     fn drop(&mut self) {
         let mut q = lock(&self.inner.queue);
-        q.leader = false;
         q.last_callers = self.callers;
-        drop(q);
-        self.inner.done.notify_all();
+        match q.pending.first() {
+            Some(next) => next.slot.set(Turn::Lead),
+            None => q.leader = false,
+        }
+    }
+}
+
+/// One commit's results, handed to its callers once the commit is durable.
+/// Dropped undelivered (a panic), it fails them, so no caller is left asleep.
+struct Delivery<'a> {
+    inner: &'a Inner,
+    /// The commit's number in [`WalSync`], when it was written and must be
+    /// made durable before anyone is told.
+    commit: Option<u64>,
+    parts: Vec<(Arc<Slot>, Results)>,
+}
+
+impl Delivery<'_> {
+    /// Waits until the commit is durable, then hands out the results (or,
+    /// if the fsync failed, an error for every record it stored).
+    fn deliver(mut self) {
+        let durable = match (self.commit, &self.inner.wal) {
+            (Some(n), Some(wal)) => wal.wait(n),
+            _ => Ok(()),
+        };
+        for (slot, mut part) in std::mem::take(&mut self.parts) {
+            if let Err(failed) = &durable {
+                for r in part.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(AppendError::Store(failed.clone().into()));
+                }
+            }
+            slot.set(Turn::Done(part));
+        }
+    }
+}
+
+impl Drop for Delivery<'_> {
+    fn drop(&mut self) {
+        for (slot, part) in self.parts.drain(..) {
+            let failed = part.into_iter().map(|_| Err(AppendError::Malformed("the commit was interrupted".into())));
+            slot.set(Turn::Done(failed.collect()));
+        }
     }
 }
 
@@ -275,14 +359,15 @@ struct Inner {
     reader: Mutex<Connection>,
     /// Snapshot of the key history for signature checks before the lock.
     keys: Mutex<Arc<KeyHistory>>,
-    /// Wakes callers when a commit ends.
-    done: Condvar,
     /// Wakes a waiting leader when a caller queues records.
     arrived: Condvar,
     /// The right edge as of the last commit this handle made, for proofs.
     edge: Mutex<Option<Arc<Frontier>>>,
     /// Upper tiles, kept across proofs.
     tiles: SharedTiles,
+    /// With `synchronous = full`: the WAL, which appends make durable
+    /// themselves, outside the write lock (see [`crate::wal_sync`]).
+    wal: Option<WalSync>,
 }
 
 /// A handle on one ledger file. `Send + Sync`: share it with `Arc` or clone it.
@@ -357,6 +442,15 @@ impl Ledger {
         }
         let reader = store::open_connection(&opts.path, opts.synchronous)?;
         let keys = load_keys(&conn)?;
+        // Appends commit without SQLite's fsync and make the WAL durable
+        // themselves, after the write lock is released (crate::wal_sync).
+        let wal = match opts.synchronous {
+            Synchronous::Full => {
+                conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| StoreError::open(&opts.path, e))?;
+                Some(WalSync::open(&opts.path)?)
+            }
+            Synchronous::Normal => None,
+        };
         let schemas = Schemas::embedded().map_err(|e| LedgerError::Format(e.to_string()))?;
         let privacy = Privacy::new(opts.privacy.clone()).map_err(LedgerError::Format)?;
         Ok(Ledger {
@@ -367,10 +461,10 @@ impl Ledger {
                 writer: Mutex::new(Writer { conn, frontier: None, keys: keys.clone() }),
                 reader: Mutex::new(reader),
                 keys: Mutex::new(Arc::new(keys)),
-                done: Condvar::new(),
                 arrived: Condvar::new(),
                 edge: Mutex::new(None),
                 tiles: SharedTiles::default(),
+                wal,
                 opts,
             }),
         })
@@ -506,52 +600,44 @@ impl Ledger {
         } else {
             subs.into_iter().map(|s| self.prepare(s)).collect()
         };
-        verify_signatures(prepared)
+        let mut prepared = prepared;
+        if prepared.len() >= DEFER_BELOW || self.inner.wal.is_none() {
+            verify_signatures(prepared.iter_mut());
+        }
+        prepared
     }
 
     /// Commits the prepared records that passed, in one commit shared with
     /// concurrent callers, and returns every record's result in order.
     fn commit_prepared(&self, prepared: Vec<Result<Prepared, AppendError>>) -> Vec<Result<AppendReceipt, AppendError>> {
-        let mut results: Vec<Option<Result<AppendReceipt, AppendError>>> = Vec::with_capacity(prepared.len());
-        let mut good = Vec::new();
-        let mut positions = Vec::new();
-        for (i, p) in prepared.into_iter().enumerate() {
-            match p {
-                Ok(p) => {
-                    positions.push(i);
-                    good.push(p);
-                    results.push(None);
-                }
-                Err(e) => results.push(Some(Err(e))),
-            }
+        if prepared.iter().all(Result::is_err) {
+            return prepared.into_iter().filter_map(Result::err).map(Err).collect();
         }
-        if !good.is_empty() {
-            let committed = self.submit(good);
-            for (pos, r) in positions.into_iter().zip(committed) {
-                results[pos] = Some(r);
-            }
-        }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(AppendError::Malformed("record lost in commit".into()))))
-            .collect()
+        self.submit(prepared)
     }
 
-    fn submit(&self, items: Vec<Prepared>) -> Vec<Result<AppendReceipt, AppendError>> {
-        let slot = Arc::new(Slot { result: Mutex::new(None) });
+    /// Queues records for the next commit and returns their results once it
+    /// is durable. The first caller to find no leader leads: it commits
+    /// everything queued, hands the next commit to whoever queued meanwhile,
+    /// and only then waits for its fsync.
+    fn submit(&self, items: Vec<Result<Prepared, AppendError>>) -> Results {
+        let slot = Arc::new(Slot::new());
         let mut q = lock(&self.inner.queue);
         q.pending.push(Pending { items, slot: slot.clone() });
-        self.inner.arrived.notify_one();
-        loop {
-            if let Some(r) = lock(&slot.result).take() {
-                return r;
+        if q.leader {
+            if !self.inner.opts.commit_delay.is_zero() {
+                self.inner.arrived.notify_one();
             }
-            if q.leader {
-                // A commit is running; it or the next one takes our records.
-                q = self.inner.done.wait(q).unwrap_or_else(|p| p.into_inner());
-                continue;
+            drop(q);
+            match slot.wait() {
+                Turn::Done(r) => return r,
+                _ => q = lock(&self.inner.queue),
             }
+        } else {
             q.leader = true;
+        }
+        loop {
+            // We lead, and our records are queued.
             q = self.gather(q);
             let mut batch = Vec::new();
             let mut n = 0;
@@ -566,12 +652,23 @@ impl Ledger {
                 .count();
             batch.extend(q.pending.drain(..take));
             drop(q);
-            {
+            // The signatures small calls left to the leader are verified as
+            // one batch, before the write lock and while the previous
+            // commit's fsync runs.
+            let delivery = {
                 let _lead = Lead { inner: &self.inner, callers: batch.len() };
+                verify_signatures(batch.iter_mut().flat_map(|p| p.items.iter_mut()));
                 let mut writer = lock(&self.inner.writer);
-                self.commit(&mut writer, batch);
+                self.commit(&mut writer, batch)
+            };
+            // The next leader verifies and commits while this one waits for
+            // its fsync.
+            delivery.deliver();
+            // Our records were in the batch, unless earlier callers filled it.
+            match slot.wait() {
+                Turn::Done(r) => return r,
+                _ => q = lock(&self.inner.queue),
             }
-            q = lock(&self.inner.queue);
         }
     }
 
@@ -602,24 +699,52 @@ impl Ledger {
         q
     }
 
-    fn commit(&self, w: &mut Writer, batch: Vec<Pending>) {
-        let counts: Vec<usize> = batch.iter().map(|p| p.items.len()).collect();
-        let (items, slots): (Vec<Vec<Prepared>>, Vec<Arc<Slot>>) = batch.into_iter().map(|p| (p.items, p.slot)).unzip();
-        let items: Vec<Prepared> = items.into_iter().flatten().collect();
-        let results = match self.commit_items(w, &items) {
-            Ok(r) => r,
+    /// Writes one commit of the batch's records; its results are delivered
+    /// once it is durable.
+    fn commit(&self, w: &mut Writer, batch: Vec<Pending>) -> Delivery<'_> {
+        let mut counts = Vec::with_capacity(batch.len());
+        let mut slots = Vec::with_capacity(batch.len());
+        let mut results: Results = Vec::new();
+        let mut good = Vec::new();
+        let mut positions = Vec::new();
+        for p in batch {
+            counts.push(p.items.len());
+            slots.push(p.slot);
+            for item in p.items {
+                match item {
+                    Ok(item) => {
+                        positions.push(results.len());
+                        good.push(item);
+                        results.push(Err(AppendError::Malformed("record lost in commit".into())));
+                    }
+                    Err(e) => results.push(Err(e)),
+                }
+            }
+        }
+        let mut commit = None;
+        let written = match self.inner.wal.as_ref().map_or(Ok(()), WalSync::check) {
+            Err(failed) => Err(failed.into()),
+            Ok(()) => self.commit_items(w, &good),
+        };
+        match written {
+            Ok(r) => {
+                commit = self.inner.wal.as_ref().map(WalSync::written);
+                for (pos, r) in positions.into_iter().zip(r) {
+                    results[pos] = r;
+                }
+            }
             Err(e) => {
                 // Roll back our view too: reload from the database next time.
                 w.frontier = None;
                 let msg = format!("{e:#}");
-                items.iter().map(|_| Err(AppendError::Store(StoreError::Corrupt(msg.clone())))).collect()
+                for pos in positions {
+                    results[pos] = Err(AppendError::Store(StoreError::Corrupt(msg.clone())));
+                }
             }
-        };
-        let mut it = results.into_iter();
-        for (slot, n) in slots.into_iter().zip(counts) {
-            let part: Vec<_> = it.by_ref().take(n).collect();
-            *lock(&slot.result) = Some(part);
         }
+        let mut it = results.into_iter();
+        let parts = slots.into_iter().zip(counts).map(|(slot, n)| (slot, it.by_ref().take(n).collect())).collect();
+        Delivery { inner: &self.inner, commit, parts }
     }
 
     fn commit_items(
@@ -666,6 +791,11 @@ impl Ledger {
                 "INSERT OR IGNORE INTO vault (commitment, subject, seq, field, value, salt) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
             for (i, p) in items.iter().enumerate() {
+                if p.unverified.is_some() {
+                    // Never reached: a guard, so no path stores an unchecked signature.
+                    out.push(Err(AppendError::Malformed("internal: producer signature not verified".into())));
+                    continue;
+                }
                 // Idempotency: an earlier record with the same (producer, id)?
                 let mut dup: Option<Result<AppendReceipt, AppendError>> = None;
                 let rows = find.query_map([p.idkey], |r| {
@@ -764,6 +894,7 @@ impl Ledger {
 
     /// The current tree head.
     pub fn head(&self) -> Result<TreeHead, LedgerError> {
+        self.settle()?;
         let conn = lock(&self.inner.reader);
         let tx = conn.unchecked_transaction().map_err(StoreError::from)?;
         let n = store::size(&tx)?;
@@ -773,6 +904,7 @@ impl Ledger {
 
     /// The tree head at an earlier size.
     pub fn head_at(&self, size: u64) -> Result<TreeHead, LedgerError> {
+        self.settle()?;
         let conn = lock(&self.inner.reader);
         if size > store::size(&conn)? {
             return Err(LedgerError::Request(format!("tree size {size} is beyond the ledger")));
@@ -1040,7 +1172,19 @@ impl Ledger {
     ) -> Result<T, StoreError> {
         let mut w = lock(&self.inner.writer);
         w.frontier = None;
-        f(&mut w.conn)
+        let out = f(&mut w.conn)?;
+        if let Some(wal) = &self.inner.wal {
+            wal.written();
+        }
+        drop(w);
+        self.settle()?;
+        Ok(out)
+    }
+
+    /// Returns once every commit this handle wrote is durable, so that
+    /// nothing it reads back (a tree head) can be lost to a power failure.
+    fn settle(&self) -> Result<(), StoreError> {
+        Ok(self.inner.wal.as_ref().map_or(Ok(()), WalSync::settle)?)
     }
 }
 
@@ -1081,31 +1225,29 @@ fn same_or_conflict(
 
 /// Verifies the producer signatures of a batch of prepared records in
 /// parallel batches (see `evident_verify::sig`), before the write lock.
-fn verify_signatures(mut prepared: Vec<Result<Prepared, AppendError>>) -> Vec<Result<Prepared, AppendError>> {
-    let todo: Vec<usize> = prepared
-        .iter()
-        .enumerate()
-        .filter(|(_, p)| matches!(p, Ok(p) if p.unverified.is_some()))
-        .map(|(i, _)| i)
-        .collect();
+fn verify_signatures<'a>(prepared: impl Iterator<Item = &'a mut Result<Prepared, AppendError>>) {
+    let mut todo: Vec<&mut Result<Prepared, AppendError>> =
+        prepared.filter(|p| matches!(p, Ok(p) if p.unverified.is_some())).collect();
+    if todo.is_empty() {
+        return;
+    }
     let verdicts = {
         let items: Vec<(&VerifierKey, &[u8], &[u8; 64])> = todo
             .iter()
-            .filter_map(|&i| match &prepared[i] {
+            .filter_map(|p| match &**p {
                 Ok(Prepared { unverified: Some((key, raw)), rec_jcs, .. }) => Some((key, rec_jcs.as_slice(), raw)),
                 _ => None,
             })
             .collect();
         evident_verify::sig::verify_many(&items)
     };
-    for (i, ok) in todo.into_iter().zip(verdicts) {
-        if !ok {
-            let key = match &prepared[i] {
-                Ok(p) => p.sig.as_ref().map(|s| s.key.clone()).unwrap_or_default(),
-                Err(_) => continue,
-            };
-            prepared[i] = Err(AppendError::Signature(evident_verify::leaf::LeafError::BadSignature { key }));
+    for (p, ok) in todo.iter_mut().zip(verdicts) {
+        let Ok(prep) = &mut **p else { continue };
+        if ok {
+            prep.unverified = None;
+        } else {
+            let key = prep.sig.as_ref().map(|s| s.key.clone()).unwrap_or_default();
+            **p = Err(AppendError::Signature(evident_verify::leaf::LeafError::BadSignature { key }));
         }
     }
-    prepared
 }

@@ -30,6 +30,7 @@ pub mod privacy;
 pub mod signer;
 pub mod store;
 pub mod verify_db;
+mod wal_sync;
 
 pub use error::{AppendError, LedgerError, StoreError};
 pub use ledger::{AppendReceipt, Clock, Ledger, LedgerOptions, Submission};

@@ -133,3 +133,139 @@ fn two_processes_append_to_one_file() {
     check_receipts(&l, &rb);
     verify_db(&l, |_, _| {}).expect("one consistent tree");
 }
+
+/// What one line of `strace -f -y` output says, for the check below.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Call {
+    /// A write to the WAL.
+    WalWrite,
+    /// A successful fsync or fdatasync of the WAL.
+    WalSync,
+    /// The child printing a receipt (a write of "R …" to stdout).
+    Receipt,
+}
+
+/// Reads a `strace -f -y -e trace=pwrite64,write,fsync,fdatasync` log into
+/// calls with the line numbers they started and ended on (a call another
+/// thread interrupts is split into "<unfinished ...>" and "resumed" lines).
+fn parse_trace(log: &str) -> Vec<(Call, usize, usize)> {
+    let mut calls = Vec::new();
+    let mut open: std::collections::HashMap<&str, (Option<Call>, usize)> = std::collections::HashMap::new();
+    for (i, line) in log.lines().enumerate() {
+        let Some((pid, rest)) = line.trim_start().split_once(' ') else { continue };
+        let rest = rest.trim_start();
+        let classify = |text: &str| -> Option<Call> {
+            let name = text.split('(').next()?;
+            let fd = text.split_once('(')?.1.split(',').next()?.split(')').next()?.trim_end();
+            match name {
+                "pwrite64" | "write" if fd.ends_with("-wal>") => Some(Call::WalWrite),
+                "fsync" | "fdatasync" if fd.ends_with("-wal>") => Some(Call::WalSync),
+                "write" if fd.starts_with("1<") && text.contains(", \"R ") => Some(Call::Receipt),
+                _ => None,
+            }
+        };
+        if let Some(head) = rest.strip_suffix("<unfinished ...>") {
+            open.insert(pid, (classify(head), i));
+        } else if rest.starts_with("<...") {
+            if let Some((Some(call), start)) = open.remove(pid) {
+                let ok = rest.rsplit_once("= ").is_some_and(|(_, r)| !r.starts_with('-'));
+                if ok || call != Call::WalSync {
+                    calls.push((call, start, i));
+                }
+            }
+        } else if let Some(call) = classify(rest) {
+            let ok = rest.rsplit_once("= ").is_some_and(|(_, r)| !r.starts_with('-'));
+            if ok || call != Call::WalSync {
+                calls.push((call, i, i));
+            }
+        }
+    }
+    calls
+}
+
+/// For each receipt: the last WAL write that ended before it, and whether an
+/// fsync of the WAL started after that write and ended before the receipt.
+/// Returns the receipts (by line) that no such fsync covers.
+fn unsynced_receipts(calls: &[(Call, usize, usize)]) -> Vec<usize> {
+    let mut bad = Vec::new();
+    for &(_, printed, _) in calls.iter().filter(|c| c.0 == Call::Receipt) {
+        let last_write = calls.iter().filter(|c| c.0 == Call::WalWrite && c.2 < printed).map(|c| c.2).max();
+        let Some(w) = last_write else {
+            bad.push(printed);
+            continue;
+        };
+        if !calls.iter().any(|c| c.0 == Call::WalSync && c.1 > w && c.2 < printed) {
+            bad.push(printed);
+        }
+    }
+    bad
+}
+
+#[test]
+fn the_trace_check_catches_a_receipt_before_its_fsync() {
+    let good = "\
+10 pwrite64(5</d/ledger.db-wal>, \"x\"..., 16408, 32) = 16408
+10 fdatasync(5</d/ledger.db-wal> <unfinished ...>
+12 write(2<pipe:[8]>, \"log\"..., 3) = 3
+10 <... fdatasync resumed>) = 0
+10 write(1<pipe:[7]>, \"R 1 ab id\\n\", 10) = 10
+10 pwrite64(5</d/ledger.db-wal>, \"y\"..., 16408, 16440) = 16408
+10 fdatasync(5</d/ledger.db-wal>) = 0
+10 write(1<pipe:[7]>, \"R 2 cd id\\n\", 10) = 10
+";
+    let calls = parse_trace(good);
+    assert_eq!(calls.iter().filter(|c| c.0 == Call::Receipt).count(), 2);
+    assert_eq!(calls.iter().filter(|c| c.0 == Call::WalSync).count(), 2);
+    assert_eq!(unsynced_receipts(&calls), Vec::<usize>::new());
+    // No fsync before the first receipt; a failed one before the second.
+    let unsynced = "\
+10 pwrite64(5</d/ledger.db-wal>, \"x\"..., 16408, 32) = 16408
+10 write(1<pipe:[7]>, \"R 1 ab id\\n\", 10) = 10
+10 fdatasync(5</d/ledger.db-wal>) = -1 EIO (Input/output error)
+10 write(1<pipe:[7]>, \"R 2 cd id\\n\", 10) = 10
+";
+    assert_eq!(unsynced_receipts(&parse_trace(unsynced)), vec![1, 3]);
+    // An fsync that started before the last write does not cover it.
+    let early = "\
+10 pwrite64(5</d/ledger.db-wal>, \"x\"..., 16408, 32) = 16408
+11 fdatasync(5</d/ledger.db-wal> <unfinished ...>
+10 pwrite64(5</d/ledger.db-wal>, \"y\"..., 16408, 16440) = 16408
+11 <... fdatasync resumed>) = 0
+10 write(1<pipe:[7]>, \"R 1 ab id\\n\", 10) = 10
+";
+    assert_eq!(unsynced_receipts(&parse_trace(early)), vec![4]);
+}
+
+/// Durability at the level of system calls, with the real strace: a child
+/// appends one record at a time and prints each receipt as soon as
+/// `append` returns it; every receipt must come after an fsync of the WAL
+/// that started after the child's last write to it and succeeded.
+#[test]
+fn every_receipt_follows_an_fsync_of_the_wal_writes_before_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(new_ledger(dir.path()));
+    let trace = dir.path().join("strace.log");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-y", "-e", "trace=pwrite64,write,fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "child_appender", "--nocapture", "--test-threads=1"])
+        .env(CHILD, dir.path())
+        .env("EVIDENT_TEST_PREFIX", "traced")
+        .env("EVIDENT_TEST_THREADS", "1")
+        .env("EVIDENT_TEST_COUNT", "40")
+        .output()
+        .expect("run strace (scripts/test installs it)");
+    assert!(out.status.success(), "traced child failed: {}", String::from_utf8_lossy(&out.stderr));
+    let log = std::fs::read_to_string(&trace).expect("strace log");
+    let calls = parse_trace(&log);
+    let receipts = calls.iter().filter(|c| c.0 == Call::Receipt).count();
+    assert_eq!(receipts, 40, "the trace shows every receipt");
+    assert!(calls.iter().any(|c| c.0 == Call::WalSync), "no fsync of the WAL in the trace");
+    assert_eq!(unsynced_receipts(&calls), Vec::<usize>::new(), "receipts printed before their WAL writes were synced");
+    println!(
+        "{receipts} receipts, {} WAL writes, {} WAL fsyncs, each receipt after an fsync of the writes before it",
+        calls.iter().filter(|c| c.0 == Call::WalWrite).count(),
+        calls.iter().filter(|c| c.0 == Call::WalSync).count()
+    );
+}

@@ -361,3 +361,72 @@ fn batched_signature_checks_refuse_exactly_the_bad_records() {
     assert_eq!(l.size().expect("size"), 1 + 1200 - bad.len() as u64);
     verify_db(&l, |_, _| {}).expect("verify-db passes");
 }
+
+/// Small calls leave their signature checks to the leader of their commit,
+/// which verifies every waiting caller's as one batch: from 16 threads
+/// appending singly and in small batches, exactly the records with a bad
+/// signature are refused, each to its own caller, and the others land.
+#[test]
+fn signatures_checked_by_the_commit_leader_refuse_exactly_the_bad_records() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    let is_bad = |n: usize| n % 7 == 3;
+    let outcomes: Vec<(usize, Result<String, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16usize)
+            .map(|t| {
+                let l = l.clone();
+                s.spawn(move || {
+                    let mut got = Vec::new();
+                    for round in 0..20usize {
+                        let base = t * 1000 + round * 10;
+                        // Even threads append one at a time, odd ones in batches of 5.
+                        let ns: Vec<usize> = if t % 2 == 0 { vec![base] } else { (base..base + 5).collect() };
+                        let subs = ns
+                            .iter()
+                            .map(|&n| {
+                                let mut s = record(n);
+                                if is_bad(n) {
+                                    s.rec.body["run_id"] = serde_json::Value::String(format!("ci-run-{n}-altered"));
+                                }
+                                s
+                            })
+                            .collect();
+                        let results = l.append_batch(subs);
+                        assert_eq!(results.len(), ns.len());
+                        got.extend(
+                            ns.into_iter()
+                                .zip(results.into_iter().map(|r| r.map(|r| r.leaf_hash).map_err(|e| e.to_string()))),
+                        );
+                    }
+                    got
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+    });
+    assert_eq!(outcomes.len(), 8 * 20 + 8 * 100);
+    let by_hash: std::collections::HashMap<String, u64> =
+        (1..l.size().expect("size")).map(|s| (leaf_hash(&l.leaf(s).expect("leaf")).to_hex(), s)).collect();
+    let mut stored = 0;
+    for (n, r) in &outcomes {
+        match r {
+            Ok(hash) => {
+                assert!(!is_bad(*n), "record {n} has a bad signature but was stored");
+                let seq = by_hash.get(hash).unwrap_or_else(|| panic!("record {n}'s receipt is not in the ledger"));
+                let leaf = l.leaf(*seq).expect("leaf");
+                assert!(
+                    String::from_utf8_lossy(&leaf).contains(&format!("\"ci-run-{n}\"")),
+                    "seq {seq} is not record {n}"
+                );
+                stored += 1;
+            }
+            Err(e) => {
+                assert!(is_bad(*n), "record {n} refused: {e}");
+                assert!(e.contains("signature"), "record {n}: {e}");
+            }
+        }
+    }
+    assert!(stored < outcomes.len() && stored > 0);
+    assert_eq!(l.size().expect("size"), 1 + stored as u64, "exactly the good records are stored");
+    verify_db(&l, |_, _| {}).expect("verify-db passes");
+}
