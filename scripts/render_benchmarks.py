@@ -155,6 +155,13 @@ def main():
         w(f"| inclusion proof from SQLite at {entries:,} entries | {fmt_time(pr['ns'])} median "
           f"| {'SHA-256 of 64 B: ' + fmt_time(sha2['ns']) if sha2 else ''} | {'' if not sha2 else '%.0f×' % (pr['ns'] / sha2['ns'])} "
           f"| ≤ 50 µs | {verdict(pr['ns'] <= 50_000)} |")
+    ba = load(os.path.join(T, "ledger_proof", "big_append.json"))
+    if ba:
+        big, fresh = ba["big"], ba["fresh"]
+        w(f"| batched append of {ba['batch']:,} ~500 B records into a ledger of {ba['entries']:,} entries "
+          f"| {fmt_rate(big['per_s'])}, {big['written_per_record']:,.0f} B written per record "
+          f"| the same into a fresh ledger: {fmt_rate(fresh['per_s'])}, {fresh['written_per_record']:,.0f} B written per record "
+          f"| {big['per_s'] / fresh['per_s']:.0%} | | |")
     if st:
         w(f"| storage overhead beyond leaf bytes | {st['overhead_per_entry']:.1f} B/entry | leaf bytes "
           f"{st['leaf_bytes'] / st['entries']:.0f} B/entry | | ≤ 100 B | {verdict(st['overhead_per_entry'] <= 100)} |")

@@ -529,6 +529,58 @@ fn big_ledger(sc: &Scale) -> (Ledger, PathBuf) {
     (l, path)
 }
 
+/// Bytes this process has written through system calls (WAL frames and
+/// checkpoint copies alike).
+fn io_written() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
+    io.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse().ok()).expect("wchar")
+}
+
+/// The same batches of ~500 B unsigned records appended into a fresh
+/// ledger and into a copy of the big one (`synchronous = full`): what a
+/// large ledger costs per record, chiefly the `(producer, id)` index, whose
+/// random inserts dirty one page per record. Median of three batches each;
+/// printed and written to `ledger_proof/big_append.json`.
+fn big_append_run(path: &Path, size: u64) {
+    const N: usize = 10_000;
+    const ROUNDS: usize = 3;
+    let pad = pad_for(false, N);
+    let mut report = serde_json::Map::new();
+    report.insert("entries".into(), json!(size));
+    report.insert("batch".into(), json!(N));
+    let fresh_dir = tempdir();
+    let big_dir = tempdir();
+    for label in ["fresh", "big"] {
+        let l = if label == "fresh" {
+            new_ledger(fresh_dir.path(), false)
+        } else {
+            // Copied and flushed before timing, so the copy's writeback
+            // does not run during the appends.
+            let copy = big_dir.path().join("ledger.db");
+            std::fs::copy(path, &copy).expect("copy the big ledger");
+            std::fs::File::open(&copy).and_then(|f| f.sync_all()).expect("flush the copy");
+            Ledger::open(options(copy, Synchronous::Full)).expect("open the copy")
+        };
+        let mut runs = Vec::new();
+        for round in 0..ROUNDS {
+            let subs: Vec<Submission> = (0..N).into_par_iter().map(|i| submission(round * N + i, pad, false)).collect();
+            let before = io_written();
+            let t = Instant::now();
+            assert_all_ok(&l.append_batch(subs));
+            let secs = t.elapsed().as_secs_f64();
+            runs.push((N as f64 / secs, (io_written() - before) as f64 / N as f64));
+        }
+        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (rate, written) = runs[ROUNDS / 2];
+        println!("ledger_proof/big_append: {label} ledger: {rate:.0} records/s, {written:.0} B written per record");
+        report.insert(label.into(), json!({"per_s": rate, "written_per_record": written}));
+    }
+    let out = target_dir().join("criterion/ledger_proof");
+    std::fs::create_dir_all(&out).expect("criterion dir");
+    std::fs::write(out.join("big_append.json"), format!("{:#}\n", Value::Object(report)))
+        .expect("write big_append.json");
+}
+
 /// The big ledger, its size, and its storage figures (printed and written
 /// to `ledger_proof/storage.json`).
 fn proof_setup(sc: &Scale) -> (Ledger, u64) {
@@ -546,6 +598,7 @@ fn proof_setup(sc: &Scale) -> (Ledger, u64) {
     std::fs::create_dir_all(&out).expect("criterion dir");
     let report = json!({"entries": size, "file_bytes": file, "leaf_bytes": leaf_bytes, "overhead_per_entry": overhead});
     std::fs::write(out.join("storage.json"), format!("{report:#}\n")).expect("write storage.json");
+    big_append_run(&path, size);
     (ledger, size)
 }
 
