@@ -305,14 +305,19 @@ impl Drop for Lead<'_> {
     }
 }
 
-/// One commit's results, handed to its callers once the commit is durable.
-/// Dropped undelivered (a panic), it fails them, so no caller is left asleep.
+/// One commit's callers and results, handed out once the commit is
+/// durable. Made before the batch is verified and committed: dropped
+/// undelivered (a panic on the way), it fails every caller, so none is left
+/// asleep.
 struct Delivery<'a> {
     inner: &'a Inner,
+    /// Each caller's slot and how many records it queued, in batch order.
+    callers: Vec<(Arc<Slot>, usize)>,
+    /// Every record's result, in the same order.
+    results: Results,
     /// The commit's number in [`WalSync`], when it was written and must be
     /// made durable before anyone is told.
     commit: Option<u64>,
-    parts: Vec<(Arc<Slot>, Results)>,
 }
 
 impl Delivery<'_> {
@@ -323,7 +328,9 @@ impl Delivery<'_> {
             (Some(n), Some(wal)) => wal.wait(n),
             _ => Ok(()),
         };
-        for (slot, mut part) in std::mem::take(&mut self.parts) {
+        let mut results = std::mem::take(&mut self.results).into_iter();
+        for (slot, n) in std::mem::take(&mut self.callers) {
+            let mut part: Results = results.by_ref().take(n).collect();
             if let Err(failed) = &durable {
                 for r in part.iter_mut().filter(|r| r.is_ok()) {
                     *r = Err(AppendError::Store(failed.clone().into()));
@@ -336,8 +343,8 @@ impl Delivery<'_> {
 
 impl Drop for Delivery<'_> {
     fn drop(&mut self) {
-        for (slot, part) in self.parts.drain(..) {
-            let failed = part.into_iter().map(|_| Err(AppendError::Malformed("the commit was interrupted".into())));
+        for (slot, n) in self.callers.drain(..) {
+            let failed = (0..n).map(|_| Err(AppendError::Malformed("the commit was interrupted".into())));
             slot.set(Turn::Done(failed.collect()));
         }
     }
@@ -652,14 +659,9 @@ impl Ledger {
                 .count();
             batch.extend(q.pending.drain(..take));
             drop(q);
-            // The signatures small calls left to the leader are verified as
-            // one batch, before the write lock and while the previous
-            // commit's fsync runs.
             let delivery = {
                 let _lead = Lead { inner: &self.inner, callers: batch.len() };
-                verify_signatures(batch.iter_mut().flat_map(|p| p.items.iter_mut()));
-                let mut writer = lock(&self.inner.writer);
-                self.commit(&mut writer, batch)
+                self.commit(batch)
             };
             // The next leader verifies and commits while this one waits for
             // its fsync.
@@ -699,38 +701,47 @@ impl Ledger {
         q
     }
 
-    /// Writes one commit of the batch's records; its results are delivered
-    /// once it is durable.
-    fn commit(&self, w: &mut Writer, batch: Vec<Pending>) -> Delivery<'_> {
-        let mut counts = Vec::with_capacity(batch.len());
-        let mut slots = Vec::with_capacity(batch.len());
-        let mut results: Results = Vec::new();
+    /// Verifies the signatures the batch's callers left to the leader, then
+    /// writes one commit of its records; the results are delivered once it
+    /// is durable.
+    fn commit(&self, batch: Vec<Pending>) -> Delivery<'_> {
+        let mut d = Delivery {
+            inner: &self.inner,
+            callers: Vec::with_capacity(batch.len()),
+            results: Vec::new(),
+            commit: None,
+        };
+        let mut items = Vec::new();
+        for p in batch {
+            d.callers.push((p.slot, p.items.len()));
+            items.extend(p.items);
+        }
+        // The signatures small calls left to the leader are verified as one
+        // batch, before the write lock and while the previous commit's
+        // fsync runs.
+        verify_signatures(items.iter_mut());
         let mut good = Vec::new();
         let mut positions = Vec::new();
-        for p in batch {
-            counts.push(p.items.len());
-            slots.push(p.slot);
-            for item in p.items {
-                match item {
-                    Ok(item) => {
-                        positions.push(results.len());
-                        good.push(item);
-                        results.push(Err(AppendError::Malformed("record lost in commit".into())));
-                    }
-                    Err(e) => results.push(Err(e)),
+        for item in items {
+            match item {
+                Ok(item) => {
+                    positions.push(d.results.len());
+                    good.push(item);
+                    d.results.push(Err(AppendError::Malformed("record lost in commit".into())));
                 }
+                Err(e) => d.results.push(Err(e)),
             }
         }
-        let mut commit = None;
+        let mut w = lock(&self.inner.writer);
         let written = match self.inner.wal.as_ref().map_or(Ok(()), WalSync::check) {
             Err(failed) => Err(failed.into()),
-            Ok(()) => self.commit_items(w, &good),
+            Ok(()) => self.commit_items(&mut w, &good),
         };
         match written {
             Ok(r) => {
-                commit = self.inner.wal.as_ref().map(WalSync::written);
+                d.commit = self.inner.wal.as_ref().map(WalSync::written);
                 for (pos, r) in positions.into_iter().zip(r) {
-                    results[pos] = r;
+                    d.results[pos] = r;
                 }
             }
             Err(e) => {
@@ -738,13 +749,11 @@ impl Ledger {
                 w.frontier = None;
                 let msg = format!("{e:#}");
                 for pos in positions {
-                    results[pos] = Err(AppendError::Store(StoreError::Corrupt(msg.clone())));
+                    d.results[pos] = Err(AppendError::Store(StoreError::Corrupt(msg.clone())));
                 }
             }
         }
-        let mut it = results.into_iter();
-        let parts = slots.into_iter().zip(counts).map(|(slot, n)| (slot, it.by_ref().take(n).collect())).collect();
-        Delivery { inner: &self.inner, commit, parts }
+        d
     }
 
     fn commit_items(
