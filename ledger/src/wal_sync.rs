@@ -17,6 +17,13 @@
 //! it, and the WAL header when the WAL is reused, so a commit copied into
 //! the database before our fsync runs is durable there.
 //!
+//! Readers can see a commit before its fsync. A tree head this handle
+//! reads waits for its own commits' fsync first (`Ledger::head`), and a
+//! signed checkpoint is stored through a connection at FULL before it is
+//! returned: that commit's fsync covers every WAL frame written before it,
+//! whichever process wrote them, so no checkpoint ever covers a commit that
+//! a power loss could undo.
+//!
 //! A failed fsync leaves the durability of everything since the last good
 //! one unknown (the kernel may have dropped the dirty pages), so the handle
 //! then refuses to acknowledge anything more.
