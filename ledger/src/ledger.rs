@@ -599,15 +599,16 @@ impl Ledger {
     }
 
     /// Validates submissions (in parallel when there are many) and verifies
-    /// their signatures.
+    /// their signatures, unless the call is small enough to leave them to
+    /// its commit's leader (fewer than [`DEFER_BELOW`], and a WAL to fsync
+    /// that the leader's verification overlaps).
     fn prepare_all(&self, subs: Vec<Submission>) -> Vec<Result<Prepared, AppendError>> {
         use rayon::prelude::*;
-        let prepared: Vec<Result<Prepared, AppendError>> = if subs.len() >= 64 {
+        let mut prepared: Vec<Result<Prepared, AppendError>> = if subs.len() >= 64 {
             subs.into_par_iter().map(|s| self.prepare(s)).collect()
         } else {
             subs.into_iter().map(|s| self.prepare(s)).collect()
         };
-        let mut prepared = prepared;
         if prepared.len() >= DEFER_BELOW || self.inner.wal.is_none() {
             verify_signatures(prepared.iter_mut());
         }
@@ -756,11 +757,7 @@ impl Ledger {
         d
     }
 
-    fn commit_items(
-        &self,
-        w: &mut Writer,
-        items: &[Prepared],
-    ) -> Result<Vec<Result<AppendReceipt, AppendError>>, StoreError> {
+    fn commit_items(&self, w: &mut Writer, items: &[Prepared]) -> Result<Results, StoreError> {
         let opts = &self.inner.opts;
         let Writer { conn, frontier, keys } = w;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
