@@ -36,6 +36,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{AppendError, LedgerError, StoreError};
+use crate::idindex::{self, IdIndex};
 use crate::privacy::{Privacy, VaultRow};
 use crate::store::{self, Frontier, SharedTiles, Synchronous, TileReader, to_i64, to_u64};
 use crate::wal_sync::WalSync;
@@ -103,6 +104,10 @@ pub struct LedgerOptions {
     /// simulations and tests replay other days with it. `ts` never
     /// decreases whatever the clock says.
     pub clock: Clock,
+    /// Fewest recent idempotency-index rows that start a merge into the
+    /// merged level ([`crate::idindex`]); [`crate::idindex::MERGE_MIN`]
+    /// unless set. Tests lower it to exercise merges on small ledgers.
+    pub merge_min: u64,
 }
 
 /// A source of the current time.
@@ -151,6 +156,7 @@ impl LedgerOptions {
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             privacy: Default::default(),
             clock: Clock::system(),
+            merge_min: crate::idindex::MERGE_MIN,
         }
     }
 }
@@ -355,6 +361,8 @@ struct Writer {
     /// Frontier as of the last commit we made or observed; `None` forces a reload.
     frontier: Option<Frontier>,
     keys: KeyHistory,
+    /// The idempotency index's recent rows.
+    ids: IdIndex,
 }
 
 struct Inner {
@@ -465,7 +473,12 @@ impl Ledger {
                 schemas,
                 privacy,
                 queue: Mutex::new(Queue::default()),
-                writer: Mutex::new(Writer { conn, frontier: None, keys: keys.clone() }),
+                writer: Mutex::new(Writer {
+                    conn,
+                    frontier: None,
+                    keys: keys.clone(),
+                    ids: IdIndex::new(opts.merge_min),
+                }),
                 reader: Mutex::new(reader),
                 keys: Mutex::new(Arc::new(keys)),
                 arrived: Condvar::new(),
@@ -748,6 +761,7 @@ impl Ledger {
             Err(e) => {
                 // Roll back our view too: reload from the database next time.
                 w.frontier = None;
+                w.ids.reset();
                 let msg = format!("{e:#}");
                 for pos in positions {
                     d.results[pos] = Err(AppendError::Store(StoreError::Corrupt(msg.clone())));
@@ -759,7 +773,7 @@ impl Ledger {
 
     fn commit_items(&self, w: &mut Writer, items: &[Prepared]) -> Result<Results, StoreError> {
         let opts = &self.inner.opts;
-        let Writer { conn, frontier, keys } = w;
+        let Writer { conn, frontier, keys, ids } = w;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let db_size = store::size(&tx)?;
         let stale = frontier.as_ref().is_none_or(|f| f.range.size() != db_size);
@@ -768,6 +782,8 @@ impl Ledger {
             *keys = load_keys(&tx)?;
             *lock(&self.inner.keys) = Arc::new(keys.clone());
         }
+        ids.sync(&tx, db_size)?;
+        let mut ids_pending = idindex::Pending::default();
         let Some(front) = frontier.as_mut() else {
             return Err(StoreError::Corrupt("no frontier".into()));
         };
@@ -790,7 +806,7 @@ impl Ledger {
         let mut out = Vec::with_capacity(items.len());
         let mut in_batch: HashMap<i64, Vec<(usize, u64)>> = HashMap::new();
         {
-            let mut find = tx.prepare_cached("SELECT seq, ts, leaf FROM entries WHERE idkey = ?1")?;
+            let mut find = tx.prepare_cached("SELECT ts, leaf FROM entries WHERE seq = ?1")?;
             let mut ins = tx.prepare_cached("INSERT INTO entries (seq, ts, idkey, leaf) VALUES (?1, ?2, ?3, ?4)")?;
             let mut ins_tile = tx.prepare_cached("INSERT INTO tiles (level, idx, hashes) VALUES (?1, ?2, ?3)")?;
             let mut ins_vault = tx.prepare_cached(
@@ -804,15 +820,17 @@ impl Ledger {
                 }
                 // Idempotency: an earlier record with the same (producer, id)?
                 let mut dup: Option<Result<AppendReceipt, AppendError>> = None;
-                let rows = find.query_map([p.idkey], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, Vec<u8>>(2)?))
-                })?;
-                for row in rows {
-                    let (seq, ets, leaf) = row?;
+                for seq in ids.candidates(&tx, p.idkey)? {
+                    let (ets, leaf) = find
+                        .query_row([to_i64(seq)?], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
+                        .optional()?
+                        .ok_or_else(|| {
+                            StoreError::Corrupt(format!("the idempotency index names seq {seq}, which is missing"))
+                        })?;
                     let e = Entry::parse_leaf(&leaf).map_err(|e| StoreError::Corrupt(format!("seq {seq}: {e}")))?;
                     if e.rec.producer == p.rec.producer && e.rec.id == p.rec.id {
                         let stored = dedup_form(&tx, &e)?;
-                        dup = Some(same_or_conflict(&stored, p, to_u64(seq)?, Timestamp(ets), &leaf));
+                        dup = Some(same_or_conflict(&stored, p, seq, Timestamp(ets), &leaf));
                         break;
                     }
                 }
@@ -871,6 +889,7 @@ impl Ledger {
                 }
                 let lh = leaf_hash(&leaf);
                 ins.execute(params![to_i64(seq)?, ts_val, p.idkey, leaf])?;
+                IdIndex::insert(&tx, p.idkey, seq, &mut ids_pending)?;
                 for (level, idx, row) in front_work.push(lh) {
                     let blob: Vec<u8> = row.iter().flat_map(|h| h.0).collect();
                     ins_tile.execute(params![level, to_i64(idx)?, blob])?;
@@ -883,7 +902,9 @@ impl Ledger {
             }
         }
         front_work.last_ts = ts_val;
+        ids.maintain(&tx, db_size, items.len(), &mut ids_pending)?;
         tx.commit()?;
+        ids.committed(ids_pending, front_work.range.size());
         *front = front_work;
         *lock(&self.inner.edge) = Some(Arc::new(front.clone()));
         if keys_changed {

@@ -23,6 +23,7 @@
 pub mod admin;
 pub mod config;
 pub mod error;
+pub mod idindex;
 pub mod keyfile;
 pub mod ledger;
 pub mod pgp;

@@ -26,7 +26,7 @@ pub const TILE_HEIGHT: u8 = 4;
 /// Hashes per tile.
 pub const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // v1
@@ -68,6 +68,18 @@ CREATE TRIGGER tiles_no_update BEFORE UPDATE ON tiles BEGIN SELECT RAISE(ABORT, 
 CREATE TRIGGER tiles_no_delete BEFORE DELETE ON tiles BEGIN SELECT RAISE(ABORT, 'evident: tree nodes are append-only'); END;
 CREATE TRIGGER checkpoints_no_update BEFORE UPDATE ON checkpoints BEGIN SELECT RAISE(ABORT, 'evident: checkpoints are append-only'); END;
 CREATE TRIGGER checkpoints_no_delete BEFORE DELETE ON checkpoints BEGIN SELECT RAISE(ABORT, 'evident: checkpoints are append-only'); END;
+",
+    // v2: the idempotency index in two levels (crate::idindex) instead of
+    // an index on entries(idkey), whose inserts each dirtied a random page.
+    r"
+CREATE TABLE ids (
+    idkey INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (idkey, seq)
+) STRICT, WITHOUT ROWID;
+CREATE TABLE recent (seq INTEGER PRIMARY KEY, idkey INTEGER NOT NULL) STRICT;
+INSERT INTO ids (idkey, seq) SELECT idkey, seq FROM entries ORDER BY idkey, seq;
+DROP INDEX entries_idkey;
 ",
 ];
 

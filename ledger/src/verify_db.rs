@@ -107,6 +107,7 @@ pub fn verify_db(ledger: &Ledger, mut progress: impl FnMut(u64, u64)) -> Result<
     let mut stmt = tx.prepare("SELECT seq, ts, idkey, leaf FROM entries ORDER BY seq").map_err(StoreError::from)?;
     let mut rows = stmt.query([]).map_err(StoreError::from)?;
     let mut expect = 0u64;
+    let mut ids = crate::idindex::Digest::default();
     while let Some(r) = rows.next().map_err(StoreError::from)? {
         let seq = to_u64(r.get(0).map_err(StoreError::from)?)?;
         if seq != expect {
@@ -130,6 +131,7 @@ pub fn verify_db(ledger: &Ledger, mut progress: impl FnMut(u64, u64)) -> Result<
         if idkey != store::idkey(&e.rec.producer, &e.rec.id) {
             return Err(bad(seq, "idkey column does not match (producer, id)"));
         }
+        ids.add(idkey, seq);
         if let Some(sig) = &e.sig {
             let key = if e.rec.producer == ledger_key.name() && sig.key == ledger_key.id() {
                 ledger_key.clone()
@@ -178,6 +180,9 @@ pub fn verify_db(ledger: &Ledger, mut progress: impl FnMut(u64, u64)) -> Result<
     }
     if u64::try_from(stored_tiles).unwrap_or(u64::MAX) != tiles {
         return Err(bad(None, format!("{stored_tiles} tiles stored, but the leaves give {tiles}")));
+    }
+    if let Some(problem) = crate::idindex::check(&tx, (expect, ids))? {
+        return Err(bad(None, problem));
     }
     let root: Hash = front.range.root();
     Ok(VerifyDbReport { entries: expect, tiles, checkpoints: checkpoints.len() as u64, root: root.to_hex() })

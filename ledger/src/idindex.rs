@@ -1,0 +1,333 @@
+//! The idempotency index: which entries may hold a given `(producer, id)`.
+//!
+//! ## Why two levels
+//! The index is keyed by [`store::idkey`], a hash, so one B-tree over all
+//! entries puts every insert on a random page. In a 10M-entry ledger that
+//! page is almost never dirty already, and each record cost a 16 KiB page
+//! written to the WAL and again at checkpoint: 32.6 KB written per ~600-byte
+//! record, a sixth of the speed of appending to a fresh ledger
+//! (docs/perf/README.md). So the index has two levels, as in a
+//! log-structured merge tree:
+//!
+//! - `recent(seq, idkey)`: one row per entry, appended in `seq` order, so
+//!   a commit writes the table's last page or two however large it is. Each
+//!   writer keeps its rows in memory as a sorted set (loaded when it first
+//!   commits, then extended by its own and other processes' appends), so a
+//!   lookup in it costs no I/O.
+//! - `ids(idkey, seq)`: the merged level, a B-tree by `idkey`. Rows of
+//!   `recent` move into it in `(idkey, seq)` order, a few hundred per
+//!   commit, so a merge writes each page of `ids` about once, not once per
+//!   record.
+//!
+//! A lookup takes the candidates of both levels and the caller compares the
+//! stored records: the hash only narrows the search.
+//!
+//! ## Merging
+//! A merge starts when `recent` holds as many rows as an eighth of the
+//! entries before it (at least [`MERGE_MIN`] and at most [`MERGE_MAX`]).
+//! Its state is the meta row `ids_merge`, written in the same transaction
+//! as each step:
+//!
+//! - `"<bound> start"` or `"<bound> <idkey> <seq>"`: the rows of `recent`
+//!   below `seq` `bound` are being copied into `ids` in `(idkey, seq)`
+//!   order; all up to the named one are in.
+//! - `"<bound> done"`: all are in `ids`; rows of `recent` below `bound` are
+//!   being deleted, oldest first.
+//!
+//! Every step is part of an append's commit: a crash loses no progress,
+//! and whichever process commits next continues the merge. A writer's set
+//! always holds every row of `recent` below its last seen size (and
+//! possibly rows already merged, which do no harm), so writers in different
+//! processes step through the same rows. The invariant, checked by
+//! `verify-db`: every entry's `(idkey, seq)` is in `recent` or in `ids`
+//! (in both while a merge runs), and neither holds anything else.
+//!
+//! The cost: a merge rewrites `ids` once, so the index writes about
+//! 2 × 24 B × 8 = 400 bytes per record amortized (WAL and checkpoint) while
+//! merges are an eighth of the ledger, and proportionally more once
+//! [`MERGE_MAX`] caps them (above 8M entries). The in-memory set holds at
+//! most about [`MERGE_MAX`] × 1.5 rows, about 40 bytes each.
+
+use std::collections::BTreeSet;
+use std::ops::Bound;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::error::StoreError;
+use crate::store::{to_i64, to_u64};
+
+/// Fewest rows of `recent` that start a merge (unless the ledger is opened
+/// with a lower [`crate::LedgerOptions::merge_min`]).
+pub const MERGE_MIN: u64 = 1 << 16;
+/// Most rows of `recent` before a merge starts, whatever the ledger's size.
+pub const MERGE_MAX: u64 = 1 << 20;
+/// A merge starts when `recent` holds this fraction of the merged entries.
+const MERGE_RATIO: u64 = 8;
+/// Rows one commit merges: a base (256 with the default [`MERGE_MIN`],
+/// fewer with a lower one) plus a multiple of the commit's records, so a
+/// merge finishes before `recent` has grown by half.
+const STEP_PER_RECORD: u64 = 4;
+/// Rows of `recent` one commit deletes once they are merged: a base (4096
+/// by default) plus a multiple of the commit's records.
+const DELETE_PER_RECORD: u64 = 16;
+
+const STATE_KEY: &str = "ids_merge";
+
+/// Where a merge stands (the meta row `ids_merge`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Merge {
+    Idle,
+    /// Copying rows of `recent` below `bound`; those up to `after` are in.
+    Copying {
+        bound: u64,
+        after: Option<(i64, u64)>,
+    },
+    /// Deleting the rows of `recent` below `bound`.
+    Deleting {
+        bound: u64,
+    },
+}
+
+impl Merge {
+    fn read(conn: &Connection) -> Result<Merge, StoreError> {
+        let v: Option<String> =
+            conn.prepare_cached("SELECT v FROM meta WHERE k = ?1")?.query_row([STATE_KEY], |r| r.get(0)).optional()?;
+        let Some(v) = v else { return Ok(Merge::Idle) };
+        let bad = || StoreError::Corrupt(format!("meta {STATE_KEY} = {v:?} is not a merge state"));
+        let mut parts = v.split(' ');
+        let bound: u64 = parts.next().and_then(|b| b.parse().ok()).ok_or_else(bad)?;
+        let state = match (parts.next(), parts.next(), parts.next()) {
+            (Some("start"), None, None) => Merge::Copying { bound, after: None },
+            (Some("done"), None, None) => Merge::Deleting { bound },
+            (Some(k), Some(s), None) => {
+                Merge::Copying { bound, after: Some((k.parse().map_err(|_| bad())?, s.parse().map_err(|_| bad())?)) }
+            }
+            _ => return Err(bad()),
+        };
+        Ok(state)
+    }
+
+    fn write(self, conn: &Connection) -> Result<(), StoreError> {
+        let v = match self {
+            Merge::Idle => {
+                conn.prepare_cached("DELETE FROM meta WHERE k = ?1")?.execute([STATE_KEY])?;
+                return Ok(());
+            }
+            Merge::Copying { bound, after: None } => format!("{bound} start"),
+            Merge::Copying { bound, after: Some((k, s)) } => format!("{bound} {k} {s}"),
+            Merge::Deleting { bound } => format!("{bound} done"),
+        };
+        conn.prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)")?.execute(params![STATE_KEY, v])?;
+        Ok(())
+    }
+}
+
+/// A writer's view of the index.
+#[derive(Debug)]
+pub(crate) struct IdIndex {
+    /// Rows of `recent` below `upto`, as `(idkey, seq)`.
+    rows: BTreeSet<(i64, u64)>,
+    /// The tree size `rows` is complete up to; `None` until loaded.
+    upto: Option<u64>,
+    /// No row of `rows` is below this seq.
+    floor: u64,
+    merge_min: u64,
+}
+
+/// What a commit does to the in-memory set once it is durable.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    rows: Vec<(i64, u64)>,
+    prune_below: Option<u64>,
+}
+
+impl Pending {
+    /// Records an entry the commit writes.
+    pub fn push(&mut self, idkey: i64, seq: u64) {
+        self.rows.push((idkey, seq));
+    }
+}
+
+impl IdIndex {
+    pub fn new(merge_min: u64) -> IdIndex {
+        IdIndex { rows: BTreeSet::new(), upto: None, floor: 0, merge_min: merge_min.max(1) }
+    }
+
+    /// Forgets the in-memory rows (after a failed commit): the next commit
+    /// reloads them.
+    pub fn reset(&mut self) {
+        self.rows.clear();
+        self.upto = None;
+        self.floor = 0;
+    }
+
+    /// Brings the in-memory rows up to tree size `size`, reading the rows
+    /// other processes appended since (or all of `recent`, the first time).
+    pub fn sync(&mut self, conn: &Connection, size: u64) -> Result<(), StoreError> {
+        let from = match self.upto {
+            Some(u) if u <= size => u,
+            _ => {
+                self.reset();
+                self.floor = recent_floor(conn, size)?;
+                0
+            }
+        };
+        if from < size {
+            let mut stmt = conn.prepare_cached("SELECT seq, idkey FROM recent WHERE seq >= ?1")?;
+            let rows = stmt.query_map([to_i64(from)?], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+            for row in rows {
+                let (seq, idkey) = row?;
+                self.rows.insert((idkey, to_u64(seq)?));
+            }
+        }
+        self.upto = Some(size);
+        Ok(())
+    }
+
+    /// The seqs of committed entries whose idkey is `idkey`, ascending.
+    pub fn candidates(&self, conn: &Connection, idkey: i64) -> Result<Vec<u64>, StoreError> {
+        let mut out: Vec<u64> = self.rows.range((idkey, 0)..=(idkey, u64::MAX)).map(|&(_, s)| s).collect();
+        let mut stmt = conn.prepare_cached("SELECT seq FROM ids WHERE idkey = ?1")?;
+        for seq in stmt.query_map([idkey], |r| r.get::<_, i64>(0))? {
+            out.push(to_u64(seq?)?);
+        }
+        out.sort_unstable();
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Writes the index row of a new entry (in the commit's transaction).
+    pub fn insert(conn: &Connection, idkey: i64, seq: u64, pending: &mut Pending) -> Result<(), StoreError> {
+        conn.prepare_cached("INSERT INTO recent (seq, idkey) VALUES (?1, ?2)")?
+            .execute(params![to_i64(seq)?, idkey])?;
+        pending.push(idkey, seq);
+        Ok(())
+    }
+
+    /// Takes one merge step, scaled to a commit of `records` records, in
+    /// the commit's transaction. `size` is the tree size before the commit,
+    /// which [`IdIndex::sync`] has brought the set up to.
+    pub fn maintain(
+        &self,
+        conn: &Connection,
+        size: u64,
+        records: usize,
+        pending: &mut Pending,
+    ) -> Result<(), StoreError> {
+        match Merge::read(conn)? {
+            Merge::Idle => {
+                let lo = recent_floor(conn, size)?;
+                if lo > self.floor {
+                    // Another process finished a merge: drop what it moved.
+                    pending.prune_below = Some(lo);
+                }
+                let at = (lo / MERGE_RATIO).clamp(self.merge_min, MERGE_MAX.max(self.merge_min));
+                if size.saturating_sub(lo) >= at {
+                    Merge::Copying { bound: size, after: None }.write(conn)?;
+                }
+            }
+            Merge::Copying { bound, after } => {
+                let step = (self.merge_min / 256).clamp(1, 256) + STEP_PER_RECORD * records as u64;
+                let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+                let mut ins = conn.prepare_cached("INSERT OR IGNORE INTO ids (idkey, seq) VALUES (?1, ?2)")?;
+                let mut last = None;
+                let mut n = 0;
+                for &(idkey, seq) in self.rows.range((start, Bound::Unbounded)).filter(|&&(_, s)| s < bound) {
+                    ins.execute(params![idkey, to_i64(seq)?])?;
+                    last = Some((idkey, seq));
+                    n += 1;
+                    if n == step {
+                        break;
+                    }
+                }
+                let next = if n < step { Merge::Deleting { bound } } else { Merge::Copying { bound, after: last } };
+                next.write(conn)?;
+            }
+            Merge::Deleting { bound } => {
+                let lo = recent_floor(conn, size)?;
+                if lo >= bound {
+                    Merge::Idle.write(conn)?;
+                    pending.prune_below = Some(bound);
+                } else {
+                    let base = (self.merge_min / 16).clamp(1, 4096);
+                    let upto = bound.min(lo + base + DELETE_PER_RECORD * records as u64);
+                    conn.prepare_cached("DELETE FROM recent WHERE seq < ?1")?.execute([to_i64(upto)?])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a commit to the in-memory set once it has committed;
+    /// `size` is the tree size after it.
+    pub fn committed(&mut self, pending: Pending, size: u64) {
+        self.rows.extend(pending.rows);
+        self.upto = Some(size);
+        if let Some(below) = pending.prune_below
+            && below > self.floor
+        {
+            self.rows.retain(|&(_, s)| s >= below);
+            self.floor = below;
+        }
+    }
+}
+
+/// The lowest seq in `recent` (`size` if it is empty).
+fn recent_floor(conn: &Connection, size: u64) -> Result<u64, StoreError> {
+    let lo: Option<i64> = conn.prepare_cached("SELECT min(seq) FROM recent")?.query_row([], |r| r.get(0))?;
+    lo.map_or(Ok(size), to_u64)
+}
+
+/// The check `verify-db` makes: every `(idkey, seq)` of `entries` is in
+/// `recent` or `ids`, and neither holds anything else. Compares counts and
+/// two sums of mixed rows, streaming `ids` and holding `recent` in memory.
+pub fn check(conn: &Connection, entries: (u64, Digest)) -> Result<Option<String>, StoreError> {
+    let mut recent = std::collections::HashSet::new();
+    let mut digest = Digest::default();
+    let mut stmt = conn.prepare("SELECT seq, idkey FROM recent")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+        let (seq, idkey) = row?;
+        let seq = to_u64(seq)?;
+        recent.insert((idkey, seq));
+        digest.add(idkey, seq);
+    }
+    let mut count = recent.len() as u64;
+    let mut stmt = conn.prepare("SELECT idkey, seq FROM ids")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+        let (idkey, seq) = row?;
+        let seq = to_u64(seq)?;
+        if !recent.contains(&(idkey, seq)) {
+            digest.add(idkey, seq);
+            count += 1;
+        }
+    }
+    let (n, want) = entries;
+    Ok(if count != n {
+        Some(format!("the idempotency index holds {count} entries, the ledger {n}"))
+    } else if digest != want {
+        Some("the idempotency index does not match the entries' (producer, id) keys".into())
+    } else {
+        None
+    })
+}
+
+/// An order-independent digest of `(idkey, seq)` rows: two wrapping sums of
+/// differently mixed rows, so a missing, extra or altered row shows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Digest(u64, u64);
+
+impl Digest {
+    /// Adds a row.
+    pub fn add(&mut self, idkey: i64, seq: u64) {
+        let k = idkey as u64;
+        self.0 = self.0.wrapping_add(mix(k ^ mix(seq)));
+        self.1 = self.1.wrapping_add(mix(seq.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ mix(k ^ 0x5851_f42d_4c95_7f2d)));
+    }
+}
+
+/// SplitMix64's finalizer.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}

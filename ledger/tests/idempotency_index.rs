@@ -1,0 +1,201 @@
+//! The two-level idempotency index (`evident_ledger::idindex`): retries and
+//! conflicts are found whichever level holds the original and whatever
+//! phase a merge is in, by any handle on the file; v1 files migrate; and
+//! `verify-db` catches an index that disagrees with the entries.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use common::{new_ledger, options, record, signer};
+use evident_ledger::error::AppendError;
+use evident_ledger::ledger::AppendReceipt;
+use evident_ledger::verify_db::{VerifyDbError, verify_db};
+use evident_ledger::{Ledger, Submission};
+use rusqlite::Connection;
+
+/// Record `n`'s id with other content.
+fn conflicting(n: usize) -> Submission {
+    let mut body = common::example("invariant_result", 0);
+    body["run_id"] = serde_json::Value::String(format!("other-run-{n}"));
+    signer().sign(&format!("rec-{n}"), "invariant_result", "2026-11-21T09:30:12Z", body).expect("sign")
+}
+
+fn db(dir: &Path) -> Connection {
+    Connection::open(dir.join("ledger.db")).expect("open db")
+}
+
+fn count(c: &Connection, table: &str) -> u64 {
+    c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).expect("count")
+}
+
+/// The merge phase recorded in the file.
+fn phase(c: &Connection) -> &'static str {
+    let v: Option<String> = c.query_row("SELECT v FROM meta WHERE k = 'ids_merge'", [], |r| r.get(0)).ok();
+    match v.as_deref() {
+        None => "idle",
+        Some(v) if v.ends_with(" done") => "deleting",
+        Some(_) => "copying",
+    }
+}
+
+fn assert_retry(l: &Ledger, n: usize, original: &AppendReceipt) {
+    let again = l.append(record(n)).expect("a retry is accepted");
+    assert!(again.duplicate, "record {n}: a retry is reported as a duplicate");
+    assert_eq!((again.seq, &again.leaf_hash, &again.ts), (original.seq, &original.leaf_hash, &original.ts));
+    match l.append(conflicting(n)) {
+        Err(AppendError::Conflict { seq, .. }) => {
+            assert_eq!(seq, original.seq, "record {n}: conflict names the original")
+        }
+        other => panic!("record {n}: other content under the same id must conflict, got {other:?}"),
+    }
+}
+
+#[test]
+fn retries_and_conflicts_are_found_in_every_level_and_merge_phase() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    let c = db(dir.path());
+    let mut receipts: Vec<AppendReceipt> = Vec::new();
+    let mut phases = BTreeSet::new();
+    for round in 0..80 {
+        let n = receipts.len();
+        let size = 1 + (round * 7) % 23;
+        for (i, r) in l.append_batch((n..n + size).map(record).collect()).into_iter().enumerate() {
+            let r = r.unwrap_or_else(|e| panic!("record {}: {e}", n + i));
+            assert!(!r.duplicate, "record {} is new", n + i);
+            receipts.push(r);
+        }
+        phases.insert(phase(&c));
+        // An old record (merged long ago), a middling one and the newest.
+        for old in [(round * 37) % receipts.len(), receipts.len() / 2, receipts.len() - 1] {
+            assert_retry(&l, old, &receipts[old]);
+            phases.insert(phase(&c));
+        }
+    }
+    assert_eq!(phases, BTreeSet::from(["copying", "deleting", "idle"]), "the appends ran through every merge phase");
+    let (recent, ids) = (count(&c, "recent"), count(&c, "ids"));
+    assert!(ids > 0 && recent < receipts.len() as u64, "merged: {ids} rows in ids, {recent} in recent");
+    // Every record at once, whichever level it is in now.
+    let again = l.append_batch((0..receipts.len()).map(record).collect());
+    for (n, (r, original)) in again.into_iter().zip(&receipts).enumerate() {
+        let r = r.unwrap_or_else(|e| panic!("record {n}: {e}"));
+        assert!(r.duplicate && r.seq == original.seq, "record {n} is a duplicate of seq {}", original.seq);
+    }
+    let size = l.size().expect("size");
+    assert_eq!(size, receipts.len() as u64 + 1, "no retry or conflict added an entry (seq 0 is the key event)");
+    verify_db(&l, |_, _| {}).expect("verify-db passes");
+}
+
+#[test]
+fn handles_on_one_file_continue_each_others_merges() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = new_ledger(dir.path());
+    let b = Ledger::open(options(dir.path())).expect("second handle");
+    const PER: usize = 150;
+    let handles = [a.clone(), b.clone(), a.clone(), b.clone()];
+    let results: Vec<Vec<(usize, AppendReceipt)>> = std::thread::scope(|s| {
+        let threads: Vec<_> = handles
+            .iter()
+            .enumerate()
+            .map(|(t, l)| {
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut n = t * PER;
+                    while n < (t + 1) * PER {
+                        let size = 1 + n % 4;
+                        let end = (n + size).min((t + 1) * PER);
+                        for (i, r) in l.append_batch((n..end).map(record).collect()).into_iter().enumerate() {
+                            let r = r.unwrap_or_else(|e| panic!("record {}: {e}", n + i));
+                            assert!(!r.duplicate);
+                            out.push((n + i, r));
+                        }
+                        n = end;
+                    }
+                    out
+                })
+            })
+            .collect();
+        threads.into_iter().map(|t| t.join().expect("appender")).collect()
+    });
+    let mut receipts: Vec<(usize, AppendReceipt)> = results.into_iter().flatten().collect();
+    receipts.sort_by_key(|(n, _)| *n);
+    let c = db(dir.path());
+    assert!(count(&c, "ids") > 0, "the handles merged");
+    // Each handle finds every record, whichever handle appended it and merged it.
+    for l in [&a, &b] {
+        for (n, original) in receipts.iter().step_by(7) {
+            assert_retry(l, *n, original);
+        }
+    }
+    assert_eq!(a.size().expect("size"), 4 * PER as u64 + 1);
+    verify_db(&a, |_, _| {}).expect("verify-db passes");
+}
+
+/// A ledger written by a v1 binary (one index on `entries(idkey)`) is
+/// migrated when opened: every old record is found, and appends go on.
+#[test]
+fn a_version_1_ledger_is_migrated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    let receipts: Vec<AppendReceipt> =
+        l.append_batch((0..300).map(record).collect()).into_iter().map(|r| r.expect("append")).collect();
+    drop(l);
+    // Back to the v1 layout, as a v1 binary left it.
+    db(dir.path())
+        .execute_batch(
+            "DROP TABLE ids; DROP TABLE recent; DELETE FROM meta WHERE k = 'ids_merge';
+             CREATE INDEX entries_idkey ON entries(idkey); PRAGMA user_version = 1;",
+        )
+        .expect("downgrade");
+    let l = Ledger::open(options(dir.path())).expect("open migrates");
+    let c = db(dir.path());
+    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+    assert_eq!(version, 2);
+    assert_eq!((count(&c, "ids"), count(&c, "recent")), (301, 0), "every entry moved to ids");
+    let old_index: i64 =
+        c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'entries_idkey'", [], |r| r.get(0)).expect("q");
+    assert_eq!(old_index, 0, "the v1 index is dropped");
+    for n in [0, 150, 299] {
+        assert_retry(&l, n, &receipts[n]);
+    }
+    let more = l.append(record(300)).expect("append after migration");
+    assert_eq!(more.seq, 301);
+    verify_db(&l, |_, _| {}).expect("verify-db passes");
+}
+
+#[test]
+fn verify_db_catches_an_index_that_disagrees_with_the_entries() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    for chunk in 0..10 {
+        l.append_batch((chunk * 20..chunk * 20 + 20).map(record).collect()).into_iter().for_each(|r| {
+            r.expect("append");
+        });
+    }
+    drop(l);
+    let c = db(dir.path());
+    assert!(count(&c, "ids") > 0 && count(&c, "recent") > 0, "both levels hold rows");
+    let edits = [
+        ("a row missing from ids", "DELETE FROM ids WHERE seq = (SELECT min(seq) FROM ids)"),
+        ("a row missing from recent", "DELETE FROM recent WHERE seq = (SELECT max(seq) FROM recent)"),
+        ("an extra row", "INSERT INTO ids (idkey, seq) VALUES (42, 7)"),
+        ("a row moved to another seq", "UPDATE ids SET seq = seq + 1 WHERE seq = (SELECT max(seq) FROM ids)"),
+        ("a row with another key", "UPDATE recent SET idkey = idkey + 1 WHERE seq = (SELECT max(seq) FROM recent)"),
+    ];
+    for (what, sql) in edits {
+        let copy = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(dir.path().join("ledger.db"), copy.path().join("ledger.db")).expect("copy");
+        db(copy.path()).execute_batch(sql).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let l = Ledger::open(options(copy.path())).expect("open");
+        match verify_db(&l, |_, _| {}) {
+            Err(VerifyDbError::Mismatch { seq: None, what: msg }) => {
+                assert!(msg.contains("idempotency index"), "{what}: {msg}")
+            }
+            other => panic!("{what}: verify-db must fail on the index, got {other:?}"),
+        }
+    }
+    let l = Ledger::open(options(dir.path())).expect("open");
+    verify_db(&l, |_, _| {}).expect("the untouched file passes");
+}
