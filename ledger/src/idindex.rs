@@ -9,11 +9,12 @@
 //! (docs/perf/README.md). So the index has two levels, as in a
 //! log-structured merge tree:
 //!
-//! - `recent(seq, idkey)`: one row per entry, appended in `seq` order, so
-//!   a commit writes the table's last page or two however large it is. Each
-//!   writer keeps its rows in memory as a sorted set (loaded when it first
-//!   commits, then extended by its own and other processes' appends), so a
-//!   lookup in it costs no I/O.
+//! - `recent(seq, idkeys)`: one row per commit, appended in `seq` order:
+//!   the idkeys of entries `seq`, `seq + 1`, … packed as 8-byte big-endian
+//!   integers. A commit writes one row, on the table's last page, however
+//!   large the table is. Each writer keeps the rows in memory as a sorted
+//!   set of `(idkey, seq)` (loaded when it first commits, then extended by
+//!   its own and other processes' commits), so a lookup in it costs no I/O.
 //! - `ids(idkey, seq)`: the merged level, a B-tree by `idkey`. Rows of
 //!   `recent` move into it in `(idkey, seq)` order, a few hundred per
 //!   commit, so a merge writes each page of `ids` about once, not once per
@@ -28,11 +29,14 @@
 //! Its state is the meta row `ids_merge`, written in the same transaction
 //! as each step:
 //!
-//! - `"<bound> start"` or `"<bound> <idkey> <seq>"`: the rows of `recent`
-//!   below `seq` `bound` are being copied into `ids` in `(idkey, seq)`
-//!   order; all up to the named one are in.
+//! - `"<bound> start"` or `"<bound> <idkey> <seq>"`: the entries of
+//!   `recent` below `seq` `bound` are being copied into `ids` in
+//!   `(idkey, seq)` order; all up to the named one are in.
 //! - `"<bound> done"`: all are in `ids`; rows of `recent` below `bound` are
 //!   being deleted, oldest first.
+//!
+//! `bound` is a tree size some commit started at, so no row of `recent`
+//! straddles it: a row holds one whole commit.
 //!
 //! Every step is part of an append's commit: a crash loses no progress,
 //! and whichever process commits next continues the merge. A writer's set
@@ -173,11 +177,19 @@ impl IdIndex {
             }
         };
         if from < size {
-            let mut stmt = conn.prepare_cached("SELECT seq, idkey FROM recent WHERE seq >= ?1")?;
-            let rows = stmt.query_map([to_i64(from)?], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
-            for row in rows {
-                let (seq, idkey) = row?;
-                self.rows.insert((idkey, to_u64(seq)?));
+            // From the row holding entry `from` on (it starts there: sizes
+            // are read between commits).
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, idkeys FROM recent WHERE seq >= \
+                 coalesce((SELECT max(seq) FROM recent WHERE seq <= ?1), 0)",
+            )?;
+            let mut rows = stmt.query([to_i64(from)?])?;
+            while let Some(row) = rows.next()? {
+                for (idkey, seq) in run(row)? {
+                    if seq >= from {
+                        self.rows.insert((idkey, seq));
+                    }
+                }
             }
         }
         self.upto = Some(size);
@@ -196,11 +208,19 @@ impl IdIndex {
         Ok(out)
     }
 
-    /// Writes the index row of a new entry (in the commit's transaction).
-    pub fn insert(conn: &Connection, idkey: i64, seq: u64, pending: &mut Pending) -> Result<(), StoreError> {
-        conn.prepare_cached("INSERT INTO recent (seq, idkey) VALUES (?1, ?2)")?
-            .execute(params![to_i64(seq)?, idkey])?;
-        pending.push(idkey, seq);
+    /// Writes the commit's row of `recent` (in its transaction): the
+    /// idkeys of its entries, which [`Pending::push`] collected in seq order.
+    pub fn write(conn: &Connection, pending: &Pending) -> Result<(), StoreError> {
+        let Some(&(_, first)) = pending.rows.first() else { return Ok(()) };
+        let mut blob = Vec::with_capacity(pending.rows.len() * 8);
+        for (&(idkey, seq), want) in pending.rows.iter().zip(first..) {
+            if seq != want {
+                return Err(StoreError::Corrupt(format!("a commit's index rows skip from seq {want} to {seq}")));
+            }
+            blob.extend_from_slice(&idkey.to_be_bytes());
+        }
+        conn.prepare_cached("INSERT INTO recent (seq, idkeys) VALUES (?1, ?2)")?
+            .execute(params![to_i64(first)?, blob])?;
         Ok(())
     }
 
@@ -272,6 +292,20 @@ impl IdIndex {
     }
 }
 
+/// The `(idkey, seq)` pairs of one row of `recent`.
+fn run(row: &rusqlite::Row<'_>) -> Result<Vec<(i64, u64)>, StoreError> {
+    let first = to_u64(row.get(0)?)?;
+    let blob: Vec<u8> = row.get(1)?;
+    if !blob.len().is_multiple_of(8) {
+        return Err(StoreError::Corrupt(format!("recent index row at seq {first} is {} bytes long", blob.len())));
+    }
+    Ok(blob
+        .chunks_exact(8)
+        .zip(first..)
+        .map(|(k, seq)| (i64::from_be_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]), seq))
+        .collect())
+}
+
 /// The lowest seq in `recent` (`size` if it is empty).
 fn recent_floor(conn: &Connection, size: u64) -> Result<u64, StoreError> {
     let lo: Option<i64> = conn.prepare_cached("SELECT min(seq) FROM recent")?.query_row([], |r| r.get(0))?;
@@ -284,14 +318,17 @@ fn recent_floor(conn: &Connection, size: u64) -> Result<u64, StoreError> {
 pub fn check(conn: &Connection, entries: (u64, Digest)) -> Result<Option<String>, StoreError> {
     let mut recent = std::collections::HashSet::new();
     let mut digest = Digest::default();
-    let mut stmt = conn.prepare("SELECT seq, idkey FROM recent")?;
-    for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
-        let (seq, idkey) = row?;
-        let seq = to_u64(seq)?;
-        recent.insert((idkey, seq));
-        digest.add(idkey, seq);
+    let mut count = 0u64;
+    let mut stmt = conn.prepare("SELECT seq, idkeys FROM recent")?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        for (idkey, seq) in run(row)? {
+            // Every pair counts, so one held twice (overlapping rows) shows.
+            recent.insert((idkey, seq));
+            digest.add(idkey, seq);
+            count += 1;
+        }
     }
-    let mut count = recent.len() as u64;
     let mut stmt = conn.prepare("SELECT idkey, seq FROM ids")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
         let (idkey, seq) = row?;

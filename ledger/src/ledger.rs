@@ -889,7 +889,7 @@ impl Ledger {
                 }
                 let lh = leaf_hash(&leaf);
                 ins.execute(params![to_i64(seq)?, ts_val, p.idkey, leaf])?;
-                IdIndex::insert(&tx, p.idkey, seq, &mut ids_pending)?;
+                ids_pending.push(p.idkey, seq);
                 for (level, idx, row) in front_work.push(lh) {
                     let blob: Vec<u8> = row.iter().flat_map(|h| h.0).collect();
                     ins_tile.execute(params![level, to_i64(idx)?, blob])?;
@@ -902,6 +902,7 @@ impl Ledger {
             }
         }
         front_work.last_ts = ts_val;
+        IdIndex::write(&tx, &ids_pending)?;
         ids.maintain(&tx, db_size, items.len(), &mut ids_pending)?;
         tx.commit()?;
         ids.committed(ids_pending, front_work.range.size());

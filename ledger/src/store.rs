@@ -77,7 +77,10 @@ CREATE TABLE ids (
     seq INTEGER NOT NULL,
     PRIMARY KEY (idkey, seq)
 ) STRICT, WITHOUT ROWID;
-CREATE TABLE recent (seq INTEGER PRIMARY KEY, idkey INTEGER NOT NULL) STRICT;
+CREATE TABLE recent (
+    seq INTEGER PRIMARY KEY,
+    idkeys BLOB NOT NULL CHECK (length(idkeys) > 0 AND length(idkeys) % 8 = 0)
+) STRICT;
 INSERT INTO ids (idkey, seq) SELECT idkey, seq FROM entries ORDER BY idkey, seq;
 DROP INDEX entries_idkey;
 ",

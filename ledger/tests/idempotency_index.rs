@@ -182,7 +182,14 @@ fn verify_db_catches_an_index_that_disagrees_with_the_entries() {
         ("a row missing from recent", "DELETE FROM recent WHERE seq = (SELECT max(seq) FROM recent)"),
         ("an extra row", "INSERT INTO ids (idkey, seq) VALUES (42, 7)"),
         ("a row moved to another seq", "UPDATE ids SET seq = seq + 1 WHERE seq = (SELECT max(seq) FROM ids)"),
-        ("a row with another key", "UPDATE recent SET idkey = idkey + 1 WHERE seq = (SELECT max(seq) FROM recent)"),
+        (
+            "a row with another key",
+            "UPDATE recent SET idkeys = zeroblob(length(idkeys)) WHERE seq = (SELECT max(seq) FROM recent)",
+        ),
+        (
+            "a seq held twice",
+            "INSERT INTO recent SELECT seq + 1, idkeys FROM recent WHERE seq = (SELECT max(seq) FROM recent)",
+        ),
     ];
     for (what, sql) in edits {
         let copy = tempfile::tempdir().expect("tempdir");
