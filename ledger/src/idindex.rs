@@ -78,6 +78,9 @@ const STEP_PER_RECORD: u64 = 4;
 const DELETE_PER_RECORD: u64 = 16;
 
 const STATE_KEY: &str = "ids_merge";
+/// Meta row: every entry below it is in `ids` (set by the migration to v2
+/// and by each merge); what `recent` must cover when it is empty.
+const INDEXED_FROM_KEY: &str = "ids_upto";
 
 /// Where a merge stands (the meta row `ids_merge`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,32 +172,78 @@ impl IdIndex {
 
     /// Brings the in-memory rows up to tree size `size`, reading the rows
     /// other processes appended since (or all of `recent`, the first time).
+    ///
+    /// The rows of `recent` cover every entry from its first row on. Where
+    /// they do not (entries appended by a binary of schema v1 still running
+    /// after the upgrade), the missing rows are written from the entries'
+    /// `idkey` column, in the caller's transaction.
     pub fn sync(&mut self, conn: &Connection, size: u64) -> Result<(), StoreError> {
         let from = match self.upto {
             Some(u) if u <= size => u,
             _ => {
                 self.reset();
-                self.floor = recent_floor(conn, size)?;
                 0
             }
         };
-        if from < size {
-            // From the row holding entry `from` on (it starts there: sizes
-            // are read between commits).
+        if from >= size {
+            self.upto = Some(size);
+            return Ok(());
+        }
+        // Entries below this are in `ids`: a lagging writer's `from` may be
+        // below it after another process's merge.
+        let start = indexed_from(conn)?;
+        if from == 0 {
+            self.floor = start;
+        }
+        let mut covered = from.max(start);
+        let mut gaps = Vec::new();
+        {
+            // From the row holding entry `from` on.
             let mut stmt = conn.prepare_cached(
                 "SELECT seq, idkeys FROM recent WHERE seq >= \
                  coalesce((SELECT max(seq) FROM recent WHERE seq <= ?1), 0)",
             )?;
             let mut rows = stmt.query([to_i64(from)?])?;
             while let Some(row) = rows.next()? {
-                for (idkey, seq) in run(row)? {
+                let pairs = run(row)?;
+                if let Some(&(_, first)) = pairs.first()
+                    && first > covered
+                {
+                    gaps.push((covered, first));
+                }
+                for (idkey, seq) in pairs {
                     if seq >= from {
                         self.rows.insert((idkey, seq));
                     }
+                    covered = covered.max(seq + 1);
                 }
             }
         }
+        if covered < size {
+            gaps.push((covered, size));
+        }
+        for (lo, hi) in gaps {
+            self.fill(conn, lo, hi)?;
+        }
         self.upto = Some(size);
+        Ok(())
+    }
+
+    /// Writes the missing row of `recent` for entries `lo..hi` from their
+    /// `idkey` column.
+    fn fill(&mut self, conn: &Connection, lo: u64, hi: u64) -> Result<(), StoreError> {
+        let mut pending = Pending::default();
+        let mut stmt =
+            conn.prepare_cached("SELECT seq, idkey FROM entries WHERE seq >= ?1 AND seq < ?2 ORDER BY seq")?;
+        for row in stmt.query_map([to_i64(lo)?, to_i64(hi)?], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+            let (seq, idkey) = row?;
+            pending.push(idkey, to_u64(seq)?);
+        }
+        if pending.rows.len() as u64 != hi - lo {
+            return Err(StoreError::Corrupt(format!("entries {lo}..{hi} are not all present")));
+        }
+        IdIndex::write(conn, &pending)?;
+        self.rows.extend(pending.rows);
         Ok(())
     }
 
@@ -269,6 +318,8 @@ impl IdIndex {
                 let lo = recent_floor(conn, size)?;
                 if lo >= bound {
                     Merge::Idle.write(conn)?;
+                    conn.prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)")?
+                        .execute(params![INDEXED_FROM_KEY, bound.to_string()])?;
                     pending.prune_below = Some(bound);
                 } else {
                     let base = (self.merge_min / 16).clamp(1, 4096);
@@ -306,6 +357,20 @@ fn run(row: &rusqlite::Row<'_>) -> Result<Vec<(i64, u64)>, StoreError> {
         .zip(first..)
         .map(|(k, seq)| (i64::from_be_bytes([k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7]]), seq))
         .collect())
+}
+
+/// The first entry `recent` must hold: its lowest seq, or when it is
+/// empty, the end of the last merge.
+fn indexed_from(conn: &Connection) -> Result<u64, StoreError> {
+    let lo: Option<i64> = conn.prepare_cached("SELECT min(seq) FROM recent")?.query_row([], |r| r.get(0))?;
+    if let Some(lo) = lo {
+        return to_u64(lo);
+    }
+    let v: Option<String> = conn
+        .prepare_cached("SELECT v FROM meta WHERE k = ?1")?
+        .query_row([INDEXED_FROM_KEY], |r| r.get(0))
+        .optional()?;
+    v.map_or(Ok(0), |v| v.parse().map_err(|_| StoreError::Corrupt(format!("meta {INDEXED_FROM_KEY} = {v:?}"))))
 }
 
 /// The lowest seq in `recent` (`size` if it is empty).

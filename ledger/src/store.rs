@@ -82,6 +82,7 @@ CREATE TABLE recent (
     idkeys BLOB NOT NULL CHECK (length(idkeys) > 0 AND length(idkeys) % 8 = 0)
 ) STRICT;
 INSERT INTO ids (idkey, seq) SELECT idkey, seq FROM entries ORDER BY idkey, seq;
+INSERT INTO meta (k, v) SELECT 'ids_upto', CAST(count(*) AS TEXT) FROM entries;
 DROP INDEX entries_idkey;
 ",
 ];

@@ -145,7 +145,7 @@ fn a_version_1_ledger_is_migrated() {
     // Back to the v1 layout, as a v1 binary left it.
     db(dir.path())
         .execute_batch(
-            "DROP TABLE ids; DROP TABLE recent; DELETE FROM meta WHERE k = 'ids_merge';
+            "DROP TABLE ids; DROP TABLE recent; DELETE FROM meta WHERE k IN ('ids_merge', 'ids_upto');
              CREATE INDEX entries_idkey ON entries(idkey); PRAGMA user_version = 1;",
         )
         .expect("downgrade");
@@ -163,6 +163,36 @@ fn a_version_1_ledger_is_migrated() {
     let more = l.append(record(300)).expect("append after migration");
     assert_eq!(more.seq, 301);
     verify_db(&l, |_, _| {}).expect("verify-db passes");
+    drop(l);
+    // A v1 binary still running after the upgrade appends without index
+    // rows: here the only row of `recent` is removed. The next v2 commit,
+    // from a handle that loads the index afresh, adds it back.
+    c.execute("DELETE FROM recent", []).expect("unindex seq 301");
+    let l = Ledger::open(options(dir.path())).expect("reopen");
+    l.append(record(301)).expect("append");
+    assert_retry(&l, 300, &more);
+    verify_db(&l, |_, _| {}).expect("verify-db passes");
+}
+
+/// Entries another writer appended without index rows (a v1 binary still
+/// running after the upgrade) are indexed by the next commit of a writer
+/// that has seen the ledger before them.
+#[test]
+fn entries_appended_without_index_rows_are_indexed_by_the_next_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = new_ledger(dir.path());
+    let b = Ledger::open(options(dir.path())).expect("second handle");
+    b.append(record(0)).expect("b has committed once");
+    let receipts: Vec<AppendReceipt> =
+        a.append_batch((1..40).map(record).collect()).into_iter().map(|r| r.expect("append")).collect();
+    let c = db(dir.path());
+    let removed = c.execute("DELETE FROM recent WHERE seq = ?1", [receipts[0].seq as i64]).expect("unindex a's commit");
+    assert_eq!(removed, 1, "a's commit wrote one row");
+    b.append(record(40)).expect("b commits");
+    for n in [1, 20, 39] {
+        assert_retry(&b, n, &receipts[n - 1]);
+    }
+    verify_db(&b, |_, _| {}).expect("verify-db passes");
 }
 
 #[test]
@@ -205,4 +235,38 @@ fn verify_db_catches_an_index_that_disagrees_with_the_entries() {
     }
     let l = Ledger::open(options(dir.path())).expect("open");
     verify_db(&l, |_, _| {}).expect("the untouched file passes");
+}
+
+/// A handle that last committed before another merged and deleted the
+/// rows it had seen indexes nothing twice and still finds every record.
+#[test]
+fn a_handle_that_slept_through_merges_catches_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = new_ledger(dir.path());
+    let b = Ledger::open(options(dir.path())).expect("second handle");
+    let first = b.append(record(0)).expect("b commits once");
+    let c = db(dir.path());
+    let mut receipts = vec![first];
+    let mut n = 1;
+    // Until `a` has finished at least two merges past b's view.
+    let mut merges = 0;
+    let mut last = phase(&c);
+    while merges < 2 {
+        receipts.push(a.append(record(n)).expect("append"));
+        n += 1;
+        let now = phase(&c);
+        if last == "deleting" && now == "idle" {
+            merges += 1;
+        }
+        last = now;
+    }
+    b.append(record(n)).expect("b commits again");
+    let pairs: u64 =
+        c.query_row("SELECT coalesce(sum(length(idkeys) / 8), 0) FROM recent", [], |r| r.get(0)).expect("q");
+    assert_eq!(phase(&c), "idle", "no merge is running");
+    assert_eq!(pairs + count(&c, "ids"), n as u64 + 2, "each entry is indexed once");
+    for k in [0, n / 2, n - 1] {
+        assert_retry(&b, k, &receipts[k]);
+    }
+    verify_db(&b, |_, _| {}).expect("verify-db passes");
 }
