@@ -54,7 +54,7 @@
 //! that arrive while a merge runs: at least 4 are copied and 16 deleted per
 //! record appended), about 30 bytes each: ~40 MiB.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -141,6 +141,11 @@ pub(crate) struct IdIndex {
     /// No row of `rows` is below this seq.
     floor: u64,
     merge_min: u64,
+    /// Commits this handle has made.
+    commits: u64,
+    /// For a commit that scanned `recent` instead of loading it: the seqs
+    /// of the commit's idkeys found there.
+    scanned: Option<HashMap<i64, Vec<u64>>>,
 }
 
 /// What a commit does to the in-memory set once it is durable.
@@ -159,7 +164,7 @@ impl Pending {
 
 impl IdIndex {
     pub fn new(merge_min: u64) -> IdIndex {
-        IdIndex { rows: BTreeSet::new(), upto: None, floor: 0, merge_min: merge_min.max(1) }
+        IdIndex { rows: BTreeSet::new(), upto: None, floor: 0, merge_min: merge_min.max(1), commits: 0, scanned: None }
     }
 
     /// Forgets the in-memory rows (after a failed commit): the next commit
@@ -168,16 +173,24 @@ impl IdIndex {
         self.rows.clear();
         self.upto = None;
         self.floor = 0;
+        self.scanned = None;
     }
 
-    /// Brings the in-memory rows up to tree size `size`, reading the rows
-    /// other processes appended since (or all of `recent`, the first time).
+    /// Prepares the lookups of a commit of records with `idkeys` at tree
+    /// size `size`: brings the in-memory rows up to `size`, reading the
+    /// rows other processes appended since (or all of `recent`, the first
+    /// time).
+    ///
+    /// A handle's first commit, unless a merge is copying, scans `recent`
+    /// for the commit's idkeys instead of loading it, so a process that
+    /// appends once (`evident append`) does not build the set.
     ///
     /// The rows of `recent` cover every entry from its first row on. Where
     /// they do not (entries appended by a binary of schema v1 still running
     /// after the upgrade), the missing rows are written from the entries'
     /// `idkey` column, in the caller's transaction.
-    pub fn sync(&mut self, conn: &Connection, size: u64) -> Result<(), StoreError> {
+    pub fn sync(&mut self, conn: &Connection, size: u64, idkeys: impl Iterator<Item = i64>) -> Result<(), StoreError> {
+        self.scanned = None;
         let from = match self.upto {
             Some(u) if u <= size => u,
             _ => {
@@ -189,6 +202,16 @@ impl IdIndex {
             self.upto = Some(size);
             return Ok(());
         }
+        let scan = from == 0 && self.commits == 0 && !matches!(Merge::read(conn)?, Merge::Copying { .. });
+        let want: HashSet<i64> = if scan { idkeys.collect() } else { HashSet::new() };
+        let mut found: HashMap<i64, Vec<u64>> = HashMap::new();
+        let mut take = |rows: &mut BTreeSet<(i64, u64)>, idkey: i64, seq: u64| {
+            if !scan {
+                rows.insert((idkey, seq));
+            } else if want.contains(&idkey) {
+                found.entry(idkey).or_default().push(seq);
+            }
+        };
         // Entries below this are in `ids`: a lagging writer's `from` may be
         // below it after another process's merge.
         let start = indexed_from(conn)?;
@@ -213,7 +236,7 @@ impl IdIndex {
                 }
                 for (idkey, seq) in pairs {
                     if seq >= from {
-                        self.rows.insert((idkey, seq));
+                        take(&mut self.rows, idkey, seq);
                     }
                     covered = covered.max(seq + 1);
                 }
@@ -223,33 +246,24 @@ impl IdIndex {
             gaps.push((covered, size));
         }
         for (lo, hi) in gaps {
-            self.fill(conn, lo, hi)?;
+            for (idkey, seq) in fill(conn, lo, hi)? {
+                take(&mut self.rows, idkey, seq);
+            }
         }
-        self.upto = Some(size);
-        Ok(())
-    }
-
-    /// Writes the missing row of `recent` for entries `lo..hi` from their
-    /// `idkey` column.
-    fn fill(&mut self, conn: &Connection, lo: u64, hi: u64) -> Result<(), StoreError> {
-        let mut pending = Pending::default();
-        let mut stmt =
-            conn.prepare_cached("SELECT seq, idkey FROM entries WHERE seq >= ?1 AND seq < ?2 ORDER BY seq")?;
-        for row in stmt.query_map([to_i64(lo)?, to_i64(hi)?], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
-            let (seq, idkey) = row?;
-            pending.push(idkey, to_u64(seq)?);
+        if scan {
+            self.scanned = Some(found);
+        } else {
+            self.upto = Some(size);
         }
-        if pending.rows.len() as u64 != hi - lo {
-            return Err(StoreError::Corrupt(format!("entries {lo}..{hi} are not all present")));
-        }
-        IdIndex::write(conn, &pending)?;
-        self.rows.extend(pending.rows);
         Ok(())
     }
 
     /// The seqs of committed entries whose idkey is `idkey`, ascending.
     pub fn candidates(&self, conn: &Connection, idkey: i64) -> Result<Vec<u64>, StoreError> {
-        let mut out: Vec<u64> = self.rows.range((idkey, 0)..=(idkey, u64::MAX)).map(|&(_, s)| s).collect();
+        let mut out: Vec<u64> = match &self.scanned {
+            Some(found) => found.get(&idkey).cloned().unwrap_or_default(),
+            None => self.rows.range((idkey, 0)..=(idkey, u64::MAX)).map(|&(_, s)| s).collect(),
+        };
         let mut stmt = conn.prepare_cached("SELECT seq FROM ids WHERE idkey = ?1")?;
         for seq in stmt.query_map([idkey], |r| r.get::<_, i64>(0))? {
             out.push(to_u64(seq?)?);
@@ -297,6 +311,9 @@ impl IdIndex {
                     Merge::Copying { bound: size, after: None }.write(conn)?;
                 }
             }
+            // A commit that scanned holds no rows to copy (`sync` scans
+            // only outside this phase): never let an empty set end a merge.
+            Merge::Copying { .. } if self.scanned.is_some() => {}
             Merge::Copying { bound, after } => {
                 let step = (self.merge_min / 256).clamp(1, 256) + STEP_PER_RECORD * records as u64;
                 let start = after.map_or(Bound::Unbounded, Bound::Excluded);
@@ -334,6 +351,11 @@ impl IdIndex {
     /// Applies a commit to the in-memory set once it has committed;
     /// `size` is the tree size after it.
     pub fn committed(&mut self, pending: Pending, size: u64) {
+        self.commits += 1;
+        if self.scanned.take().is_some() {
+            // Nothing loaded: the next commit loads.
+            return;
+        }
         self.rows.extend(pending.rows);
         self.upto = Some(size);
         if let Some(below) = pending.prune_below
@@ -343,6 +365,22 @@ impl IdIndex {
             self.floor = below;
         }
     }
+}
+
+/// Writes the missing row of `recent` for entries `lo..hi` from their
+/// `idkey` column, and returns its pairs.
+fn fill(conn: &Connection, lo: u64, hi: u64) -> Result<Vec<(i64, u64)>, StoreError> {
+    let mut pending = Pending::default();
+    let mut stmt = conn.prepare_cached("SELECT seq, idkey FROM entries WHERE seq >= ?1 AND seq < ?2 ORDER BY seq")?;
+    for row in stmt.query_map([to_i64(lo)?, to_i64(hi)?], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+        let (seq, idkey) = row?;
+        pending.push(idkey, to_u64(seq)?);
+    }
+    if pending.rows.len() as u64 != hi - lo {
+        return Err(StoreError::Corrupt(format!("entries {lo}..{hi} are not all present")));
+    }
+    IdIndex::write(conn, &pending)?;
+    Ok(pending.rows)
 }
 
 /// The `(idkey, seq)` pairs of one row of `recent`.

@@ -783,7 +783,7 @@ impl Ledger {
             *keys = load_keys(&tx)?;
             *lock(&self.inner.keys) = Arc::new(keys.clone());
         }
-        ids.sync(&tx, db_size)?;
+        ids.sync(&tx, db_size, items.iter().map(|p| p.idkey))?;
         let mut ids_pending = idindex::Pending::default();
         let Some(front) = frontier.as_mut() else {
             return Err(StoreError::Corrupt("no frontier".into()));

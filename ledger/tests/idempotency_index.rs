@@ -270,3 +270,39 @@ fn a_handle_that_slept_through_merges_catches_up() {
     }
     verify_db(&b, |_, _| {}).expect("verify-db passes");
 }
+
+/// A handle's first commit looks ids up by scanning `recent` rather than
+/// loading it (what one `evident append` does): retries and conflicts are
+/// found there and in `ids`, alone or in a batch with new records.
+#[test]
+fn a_new_handle_finds_retries_in_its_first_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    let mut receipts = Vec::new();
+    for chunk in 0..10 {
+        for r in l.append_batch((chunk * 10..chunk * 10 + 10).map(record).collect()) {
+            receipts.push(r.expect("append"));
+        }
+    }
+    let c = db(dir.path());
+    assert!(count(&c, "ids") > 0 && count(&c, "recent") > 0, "both levels hold rows");
+    drop(l);
+    for n in [5, 50, 99] {
+        let again = Ledger::open(options(dir.path())).expect("open").append(record(n)).expect("retry");
+        assert!(again.duplicate && again.seq == receipts[n].seq, "record {n}: first commit finds the original");
+        match Ledger::open(options(dir.path())).expect("open").append(conflicting(n)) {
+            Err(AppendError::Conflict { seq, .. }) => assert_eq!(seq, receipts[n].seq),
+            other => panic!("record {n}: expected a conflict in the first commit, got {other:?}"),
+        }
+    }
+    let fresh = Ledger::open(options(dir.path())).expect("open");
+    let mixed = fresh.append_batch(vec![record(100), record(7), record(101), record(98)]);
+    let mixed: Vec<AppendReceipt> = mixed.into_iter().map(|r| r.expect("append")).collect();
+    assert!(!mixed[0].duplicate && !mixed[2].duplicate, "new records are new");
+    assert_eq!((mixed[1].duplicate, mixed[1].seq), (true, receipts[7].seq));
+    assert_eq!((mixed[3].duplicate, mixed[3].seq), (true, receipts[98].seq));
+    // The handle's next commit loads the level and still finds them.
+    assert_retry(&fresh, 100, &mixed[0]);
+    assert_retry(&fresh, 98, &receipts[98]);
+    verify_db(&fresh, |_, _| {}).expect("verify-db passes");
+}
