@@ -99,9 +99,7 @@ enum Merge {
 
 impl Merge {
     fn read(conn: &Connection) -> Result<Merge, StoreError> {
-        let v: Option<String> =
-            conn.prepare_cached("SELECT v FROM meta WHERE k = ?1")?.query_row([STATE_KEY], |r| r.get(0)).optional()?;
-        let Some(v) = v else { return Ok(Merge::Idle) };
+        let Some(v) = meta(conn, STATE_KEY)? else { return Ok(Merge::Idle) };
         let bad = || StoreError::Corrupt(format!("meta {STATE_KEY} = {v:?} is not a merge state"));
         let mut parts = v.split(' ');
         let bound: u64 = parts.next().and_then(|b| b.parse().ok()).ok_or_else(bad)?;
@@ -301,7 +299,7 @@ impl IdIndex {
     ) -> Result<(), StoreError> {
         match Merge::read(conn)? {
             Merge::Idle => {
-                let lo = recent_floor(conn, size)?;
+                let lo = lowest_recent(conn)?.unwrap_or(size);
                 if lo > self.floor {
                     // Another process finished a merge: drop what it moved.
                     pending.prune_below = Some(lo);
@@ -332,7 +330,7 @@ impl IdIndex {
                 next.write(conn)?;
             }
             Merge::Deleting { bound } => {
-                let lo = recent_floor(conn, size)?;
+                let lo = lowest_recent(conn)?.unwrap_or(size);
                 if lo >= bound {
                     Merge::Idle.write(conn)?;
                     conn.prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)")?
@@ -400,21 +398,22 @@ fn run(row: &rusqlite::Row<'_>) -> Result<Vec<(i64, u64)>, StoreError> {
 /// The first entry `recent` must hold: its lowest seq, or when it is
 /// empty, the end of the last merge.
 fn indexed_from(conn: &Connection) -> Result<u64, StoreError> {
-    let lo: Option<i64> = conn.prepare_cached("SELECT min(seq) FROM recent")?.query_row([], |r| r.get(0))?;
-    if let Some(lo) = lo {
-        return to_u64(lo);
+    if let Some(lo) = lowest_recent(conn)? {
+        return Ok(lo);
     }
-    let v: Option<String> = conn
-        .prepare_cached("SELECT v FROM meta WHERE k = ?1")?
-        .query_row([INDEXED_FROM_KEY], |r| r.get(0))
-        .optional()?;
-    v.map_or(Ok(0), |v| v.parse().map_err(|_| StoreError::Corrupt(format!("meta {INDEXED_FROM_KEY} = {v:?}"))))
+    meta(conn, INDEXED_FROM_KEY)?
+        .map_or(Ok(0), |v| v.parse().map_err(|_| StoreError::Corrupt(format!("meta {INDEXED_FROM_KEY} = {v:?}"))))
 }
 
-/// The lowest seq in `recent` (`size` if it is empty).
-fn recent_floor(conn: &Connection, size: u64) -> Result<u64, StoreError> {
+/// The lowest seq in `recent`.
+fn lowest_recent(conn: &Connection) -> Result<Option<u64>, StoreError> {
     let lo: Option<i64> = conn.prepare_cached("SELECT min(seq) FROM recent")?.query_row([], |r| r.get(0))?;
-    lo.map_or(Ok(size), to_u64)
+    lo.map(to_u64).transpose()
+}
+
+/// A meta value, through the statement cache (read on every commit).
+fn meta(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn.prepare_cached("SELECT v FROM meta WHERE k = ?1")?.query_row([key], |r| r.get(0)).optional()?)
 }
 
 /// The check `verify-db` makes: every `(idkey, seq)` of `entries` is in
