@@ -12,8 +12,8 @@
 //! - `recent(seq, idkeys)`: one row per commit, appended in `seq` order:
 //!   the idkeys of entries `seq`, `seq + 1`, … packed as 8-byte big-endian
 //!   integers. A commit writes one row, on the table's last page, however
-//!   large the table is. Each writer keeps the rows in memory as a sorted
-//!   set of `(idkey, seq)` (loaded when it first commits, then extended by
+//!   large the table is. Each writer keeps the rows in memory as a hash
+//!   map from idkey to seq (loaded when it first commits, then extended by
 //!   its own and other processes' commits), so a lookup in it costs no I/O.
 //! - `ids(idkey, seq)`: the merged level, a B-tree by `idkey`. Rows of
 //!   `recent` move into it in `(idkey, seq)` order, a few hundred per
@@ -52,10 +52,11 @@
 //! proportionally more once [`MERGE_MAX`] caps them (above 8M entries). The
 //! in-memory set holds at most about 1.3 × [`MERGE_MAX`] rows (the rows
 //! that arrive while a merge runs: at least 4 are copied and 16 deleted per
-//! record appended), about 30 bytes each: ~40 MiB.
+//! record appended), 17–34 bytes each in the hash map (by its fill), plus
+//! 16 bytes per row being merged for the copy order while a merge copies:
+//! at most ~52 MiB.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::ops::Bound;
+use std::collections::{HashMap, HashSet};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -129,11 +130,141 @@ impl Merge {
     }
 }
 
+/// Where the merged level stands, for a [`Probe`] made outside the write
+/// lock: the end of the last merge and the merge state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Epoch {
+    upto: Option<String>,
+    merge: Option<String>,
+}
+
+impl Epoch {
+    pub fn read(conn: &Connection) -> Result<Epoch, StoreError> {
+        Ok(Epoch { upto: meta(conn, INDEXED_FROM_KEY)?, merge: meta(conn, STATE_KEY)? })
+    }
+
+    fn deleting(&self) -> bool {
+        self.merge.as_deref().is_some_and(|m| m.ends_with(" done"))
+    }
+}
+
+/// The merged level's rows for a batch's idkeys, read before the batch
+/// takes the write lock, so the commit does not read them itself.
+///
+/// It stays complete at commit (epoch `now`) if no row left `recent`
+/// since, unseen by the writer: rows only leave `recent` once merged, in
+/// a merge's delete phase, and a merge ending changes `ids_upto`. So it is
+/// used when `ids_upto` is unchanged, and either no delete phase is
+/// running or one already was at the probe (then everything it deletes
+/// was in `ids` before the probe). Any row `ids` gained since the probe
+/// came from `recent`, which the writer's set still holds.
+#[derive(Debug)]
+pub(crate) struct Probe {
+    epoch: Epoch,
+    found: HashMap<i64, Vec<u64>>,
+}
+
+impl Probe {
+    /// Reads `ids` for `idkeys`; the caller holds a read transaction, so
+    /// the epoch and the rows are one snapshot.
+    pub fn read(conn: &Connection, idkeys: impl Iterator<Item = i64>) -> Result<Probe, StoreError> {
+        let epoch = Epoch::read(conn)?;
+        let mut found: HashMap<i64, Vec<u64>> = HashMap::new();
+        let mut stmt = conn.prepare_cached("SELECT seq FROM ids WHERE idkey = ?1")?;
+        for idkey in idkeys {
+            for seq in stmt.query_map([idkey], |r| r.get::<_, i64>(0))? {
+                found.entry(idkey).or_default().push(to_u64(seq?)?);
+            }
+        }
+        Ok(Probe { epoch, found })
+    }
+
+    /// Whether the probe still holds every row of `ids` for its idkeys at
+    /// epoch `now` (see [`Probe`]).
+    pub fn current(&self, now: &Epoch) -> bool {
+        self.epoch.upto == now.upto && (!now.deleting() || self.epoch.deleting())
+    }
+}
+
+/// A set of `(idkey, seq)` rows, looked up by idkey. Almost every idkey
+/// has one seq: a second (a 64-bit hash collision between two
+/// `(producer, id)`) goes to a side map.
+#[derive(Debug, Default)]
+struct RowSet {
+    first: HashMap<i64, u64>,
+    more: HashMap<i64, Vec<u64>>,
+}
+
+impl RowSet {
+    fn insert(&mut self, idkey: i64, seq: u64) {
+        match self.first.entry(idkey) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(seq);
+            }
+            std::collections::hash_map::Entry::Occupied(o) if *o.get() == seq => {}
+            std::collections::hash_map::Entry::Occupied(_) => {
+                let more = self.more.entry(idkey).or_default();
+                if !more.contains(&seq) {
+                    more.push(seq);
+                }
+            }
+        }
+    }
+
+    /// The seqs held for `idkey`, unordered.
+    fn seqs(&self, idkey: i64) -> impl Iterator<Item = u64> + '_ {
+        self.first.get(&idkey).copied().into_iter().chain(self.more.get(&idkey).into_iter().flatten().copied())
+    }
+
+    /// Every row below seq `bound`, in `(idkey, seq)` order.
+    fn sorted_below(&self, bound: u64) -> Vec<(i64, u64)> {
+        let first = self.first.iter().map(|(&k, &s)| (k, s));
+        let more = self.more.iter().flat_map(|(&k, seqs)| seqs.iter().map(move |&s| (k, s)));
+        let mut rows: Vec<(i64, u64)> = first.chain(more).filter(|&(_, s)| s < bound).collect();
+        rows.sort_unstable();
+        rows
+    }
+
+    /// Drops the rows below seq `below`.
+    fn retain_from(&mut self, below: u64) {
+        // `first` may lose an idkey whose `more` keeps seqs: re-home them.
+        let mut orphans = Vec::new();
+        self.first.retain(|k, s| {
+            let keep = *s >= below;
+            if !keep && self.more.contains_key(k) {
+                orphans.push(*k);
+            }
+            keep
+        });
+        self.more.retain(|_, seqs| {
+            seqs.retain(|&s| s >= below);
+            !seqs.is_empty()
+        });
+        for k in orphans {
+            if let Some(mut seqs) = self.more.remove(&k) {
+                let s = seqs.swap_remove(0);
+                self.first.insert(k, s);
+                if !seqs.is_empty() {
+                    self.more.insert(k, seqs);
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.first.clear();
+        self.more.clear();
+    }
+}
+
 /// A writer's view of the index.
 #[derive(Debug)]
 pub(crate) struct IdIndex {
-    /// Rows of `recent` below `upto`, as `(idkey, seq)`.
-    rows: BTreeSet<(i64, u64)>,
+    /// Rows of `recent` below `upto`.
+    rows: RowSet,
+    /// While a merge copies: its bound, and the rows below it in the order
+    /// they are copied (sorted once per merge).
+    order: Option<(u64, Vec<(i64, u64)>)>,
     /// The tree size `rows` is complete up to; `None` until loaded.
     upto: Option<u64>,
     /// No row of `rows` is below this seq.
@@ -162,13 +293,22 @@ impl Pending {
 
 impl IdIndex {
     pub fn new(merge_min: u64) -> IdIndex {
-        IdIndex { rows: BTreeSet::new(), upto: None, floor: 0, merge_min: merge_min.max(1), commits: 0, scanned: None }
+        IdIndex {
+            rows: RowSet::default(),
+            order: None,
+            upto: None,
+            floor: 0,
+            merge_min: merge_min.max(1),
+            commits: 0,
+            scanned: None,
+        }
     }
 
     /// Forgets the in-memory rows (after a failed commit): the next commit
     /// reloads them.
     pub fn reset(&mut self) {
         self.rows.clear();
+        self.order = None;
         self.upto = None;
         self.floor = 0;
         self.scanned = None;
@@ -203,9 +343,9 @@ impl IdIndex {
         let scan = from == 0 && self.commits == 0 && !matches!(Merge::read(conn)?, Merge::Copying { .. });
         let want: HashSet<i64> = if scan { idkeys.collect() } else { HashSet::new() };
         let mut found: HashMap<i64, Vec<u64>> = HashMap::new();
-        let mut take = |rows: &mut BTreeSet<(i64, u64)>, idkey: i64, seq: u64| {
+        let mut take = |rows: &mut RowSet, idkey: i64, seq: u64| {
             if !scan {
-                rows.insert((idkey, seq));
+                rows.insert(idkey, seq);
             } else if want.contains(&idkey) {
                 found.entry(idkey).or_default().push(seq);
             }
@@ -257,17 +397,26 @@ impl IdIndex {
     }
 
     /// The seqs of committed entries whose idkey is `idkey`, ascending.
-    pub fn candidates(&self, conn: &Connection, idkey: i64) -> Result<Vec<u64>, StoreError> {
+    /// `probed`: the merged level's rows for it, from a [`Probe`] still
+    /// current; otherwise they are read here.
+    pub fn candidates(&self, conn: &Connection, idkey: i64, probed: Option<&Probe>) -> Result<Vec<u64>, StoreError> {
         let mut out: Vec<u64> = match &self.scanned {
             Some(found) => found.get(&idkey).cloned().unwrap_or_default(),
-            None => self.rows.range((idkey, 0)..=(idkey, u64::MAX)).map(|&(_, s)| s).collect(),
+            None => self.rows.seqs(idkey).collect(),
         };
-        let mut stmt = conn.prepare_cached("SELECT seq FROM ids WHERE idkey = ?1")?;
-        for seq in stmt.query_map([idkey], |r| r.get::<_, i64>(0))? {
-            out.push(to_u64(seq?)?);
+        match probed {
+            Some(p) => out.extend(p.found.get(&idkey).into_iter().flatten()),
+            None => {
+                let mut stmt = conn.prepare_cached("SELECT seq FROM ids WHERE idkey = ?1")?;
+                for seq in stmt.query_map([idkey], |r| r.get::<_, i64>(0))? {
+                    out.push(to_u64(seq?)?);
+                }
+            }
         }
-        out.sort_unstable();
-        out.dedup();
+        if out.len() > 1 {
+            out.sort_unstable();
+            out.dedup();
+        }
         Ok(out)
     }
 
@@ -291,7 +440,7 @@ impl IdIndex {
     /// the commit's transaction. `size` is the tree size before the commit,
     /// which [`IdIndex::sync`] has brought the set up to.
     pub fn maintain(
-        &self,
+        &mut self,
         conn: &Connection,
         size: u64,
         records: usize,
@@ -314,11 +463,15 @@ impl IdIndex {
             Merge::Copying { .. } if self.scanned.is_some() => {}
             Merge::Copying { bound, after } => {
                 let step = (self.merge_min / 256).clamp(1, 256) + STEP_PER_RECORD * records as u64;
-                let start = after.map_or(Bound::Unbounded, Bound::Excluded);
+                if self.order.as_ref().is_none_or(|(b, _)| *b != bound) {
+                    self.order = Some((bound, self.rows.sorted_below(bound)));
+                }
+                let order = self.order.as_ref().map_or(&[][..], |(_, o)| o);
+                let start = after.map_or(0, |a| order.partition_point(|&r| r <= a));
                 let mut ins = conn.prepare_cached("INSERT OR IGNORE INTO ids (idkey, seq) VALUES (?1, ?2)")?;
                 let mut last = None;
                 let mut n = 0;
-                for &(idkey, seq) in self.rows.range((start, Bound::Unbounded)).filter(|&&(_, s)| s < bound) {
+                for &(idkey, seq) in &order[start..] {
                     ins.execute(params![idkey, to_i64(seq)?])?;
                     last = Some((idkey, seq));
                     n += 1;
@@ -330,6 +483,7 @@ impl IdIndex {
                 next.write(conn)?;
             }
             Merge::Deleting { bound } => {
+                self.order = None;
                 let lo = lowest_recent(conn)?.unwrap_or(size);
                 if lo >= bound {
                     Merge::Idle.write(conn)?;
@@ -354,12 +508,15 @@ impl IdIndex {
             // Nothing loaded: the next commit loads.
             return;
         }
-        self.rows.extend(pending.rows);
+        for (idkey, seq) in pending.rows {
+            self.rows.insert(idkey, seq);
+        }
         self.upto = Some(size);
         if let Some(below) = pending.prune_below
             && below > self.floor
         {
-            self.rows.retain(|&(_, s)| s >= below);
+            self.rows.retain_from(below);
+            self.order = None;
             self.floor = below;
         }
     }
@@ -471,4 +628,165 @@ fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Epoch, IdIndex, Pending, Probe, RowSet};
+    use crate::store::{self, Synchronous};
+    use rusqlite::Connection;
+
+    /// One writer's commit of records with these idkeys, as the ledger
+    /// makes it (without the entries themselves, which the index does not
+    /// read while its rows are complete).
+    fn commit(conn: &mut Connection, idx: &mut IdIndex, size: &mut u64, keys: &[i64]) {
+        let tx = conn.transaction().expect("tx");
+        idx.sync(&tx, *size, keys.iter().copied()).expect("sync");
+        let mut p = Pending::default();
+        for (&k, seq) in keys.iter().zip(*size..) {
+            p.push(k, seq);
+        }
+        IdIndex::write(&tx, &p).expect("write");
+        idx.maintain(&tx, *size, keys.len(), &mut p).expect("maintain");
+        tx.commit().expect("commit");
+        *size += keys.len() as u64;
+        idx.committed(p, *size);
+    }
+
+    fn phase(conn: &Connection) -> String {
+        store::meta(conn, "ids_merge").expect("meta").unwrap_or_else(|| "idle".into())
+    }
+
+    fn in_recent(conn: &Connection, seq: u64) -> bool {
+        conn.query_row("SELECT count(*) FROM recent WHERE seq = ?1", [seq as i64], |r| r.get::<_, i64>(0))
+            .expect("count")
+            > 0
+    }
+
+    fn probe(conn: &Connection, idkey: i64) -> Probe {
+        let tx = conn.unchecked_transaction().expect("read tx");
+        Probe::read(&tx, [idkey].into_iter()).expect("probe")
+    }
+
+    /// Candidates for `idkey` as writer `idx` would see them at its next
+    /// commit, with the probe if it is still current.
+    fn lookup(conn: &mut Connection, idx: &mut IdIndex, size: u64, idkey: i64, probe: &Probe) -> (bool, Vec<u64>) {
+        let tx = conn.transaction().expect("tx");
+        idx.sync(&tx, size, [idkey].into_iter()).expect("sync");
+        let current = probe.current(&Epoch::read(&tx).expect("epoch"));
+        let found = idx.candidates(&tx, idkey, current.then_some(probe)).expect("candidates");
+        (current, found)
+    }
+
+    /// A probe of the merged level made outside the lock is used only while
+    /// it cannot miss a row: writer B merges an entry that writer A never
+    /// loaded into `ids` and deletes it from `recent` after A's probe. The
+    /// probe must then be refused (A finds the entry by reading `ids`), in
+    /// the delete phase and after the merge ends; across copy steps alone
+    /// it stays current.
+    #[test]
+    fn probe_is_refused_once_rows_leave_recent_unseen() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.db");
+        let mut ca = store::open_connection(&path, Synchronous::Normal).expect("open a");
+        store::migrate(&mut ca).expect("migrate");
+        let mut cb = store::open_connection(&path, Synchronous::Normal).expect("open b");
+        let (mut a, mut b) = (IdIndex::new(4), IdIndex::new(4));
+        let mut size = 0;
+        let mut next = 1000;
+        let mut fresh = || {
+            next += 1;
+            next
+        };
+        // A loads its set (its second commit), then B appends X unseen by A.
+        commit(&mut ca, &mut a, &mut size, &[fresh()]);
+        commit(&mut ca, &mut a, &mut size, &[fresh()]);
+        const X: i64 = 77;
+        let x_seq = size;
+        commit(&mut cb, &mut b, &mut size, &[X]);
+        let stale = probe(&ca, X);
+        assert!(stale.found.is_empty(), "X is not merged yet");
+
+        // B merges until X has left `recent`; the merge is then deleting.
+        while in_recent(&cb, x_seq) {
+            commit(&mut cb, &mut b, &mut size, &[fresh()]);
+        }
+        assert!(phase(&cb).ends_with(" done"), "phase {}", phase(&cb));
+        let (current, found) = lookup(&mut ca, &mut a, size, X, &stale);
+        assert!(!current, "a probe from before the delete phase is refused during it");
+        assert_eq!(found, vec![x_seq]);
+        // Had it been used, X would have been missed.
+        let tx = ca.transaction().expect("tx");
+        assert_eq!(a.candidates(&tx, X, Some(&stale)).expect("candidates"), Vec::<u64>::new());
+        drop(tx);
+
+        // A probe made during the delete phase stays current in it.
+        let during = probe(&ca, X);
+        assert_eq!(lookup(&mut ca, &mut a, size, X, &during), (true, vec![x_seq]));
+
+        // The merge ends: both probes are refused (`ids_upto` moved).
+        while phase(&cb) != "idle" {
+            commit(&mut cb, &mut b, &mut size, &[fresh()]);
+        }
+        let (current, found) = lookup(&mut ca, &mut a, size, X, &stale);
+        assert!(!current);
+        assert_eq!(found, vec![x_seq]);
+        assert!(!lookup(&mut ca, &mut a, size, X, &during).0);
+
+        // Copy steps alone keep a probe current: what they add to `ids` is
+        // still in `recent`, which A's set holds. Y (the lowest idkey left,
+        // so copied first) is appended by A, and a merge starts after it.
+        // (A larger ledger first, so that a merge takes several steps.)
+        let many: Vec<i64> = (0..200).map(|_| fresh()).collect();
+        commit(&mut cb, &mut b, &mut size, &many);
+        while phase(&cb) != "idle" {
+            commit(&mut cb, &mut b, &mut size, &[fresh()]);
+        }
+        const Y: i64 = 88;
+        let y_seq = size;
+        commit(&mut ca, &mut a, &mut size, &[Y]);
+        let starts_after_y = |c: &Connection| {
+            let p = phase(c);
+            p.ends_with(" start") && p.split(' ').next().and_then(|b| b.parse::<u64>().ok()).is_some_and(|b| b > y_seq)
+        };
+        while !starts_after_y(&cb) {
+            commit(&mut cb, &mut b, &mut size, &[fresh()]);
+        }
+        let before = probe(&ca, Y);
+        assert!(before.found.is_empty());
+        commit(&mut cb, &mut b, &mut size, &[fresh()]);
+        let merged: i64 = cb.query_row("SELECT count(*) FROM ids WHERE idkey = ?1", [Y], |r| r.get(0)).expect("ids");
+        assert_eq!((merged, phase(&cb).split(' ').count()), (1, 3), "Y copied, the merge still copying");
+        let (current, found) = lookup(&mut ca, &mut a, size, Y, &before);
+        assert!(current, "copy steps keep the probe (phase {})", phase(&ca));
+        assert_eq!(found, vec![y_seq]);
+    }
+
+    fn seqs(set: &RowSet, idkey: i64) -> Vec<u64> {
+        let mut v: Vec<u64> = set.seqs(idkey).collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Two entries whose (producer, id) hash alike both stay findable,
+    /// through re-inserts and pruning, and come out in merge order.
+    #[test]
+    fn row_set_keeps_colliding_idkeys() {
+        let mut set = RowSet::default();
+        for (k, s) in [(7, 3), (7, 9), (7, 3), (-2, 5), (7, 12), (40, 1)] {
+            set.insert(k, s);
+        }
+        assert_eq!(seqs(&set, 7), vec![3, 9, 12]);
+        assert_eq!(seqs(&set, -2), vec![5]);
+        assert_eq!(seqs(&set, 8), Vec::<u64>::new());
+        assert_eq!(set.sorted_below(10), vec![(-2, 5), (7, 3), (7, 9), (40, 1)]);
+        // Pruning drops the first seq of idkey 7; the others stay findable.
+        set.retain_from(4);
+        assert_eq!(seqs(&set, 7), vec![9, 12]);
+        assert_eq!(seqs(&set, 40), Vec::<u64>::new());
+        set.retain_from(10);
+        assert_eq!(seqs(&set, 7), vec![12]);
+        assert_eq!(set.sorted_below(u64::MAX), vec![(7, 12)]);
+        assert!(set.more.is_empty());
+    }
 }

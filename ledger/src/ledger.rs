@@ -107,7 +107,7 @@ pub struct LedgerOptions {
     /// Fewest recent idempotency-index rows that start a merge into the
     /// merged level ([`crate::idindex`]); [`crate::idindex::MERGE_MIN`]
     /// unless set. Tests lower it to exercise merges on small ledgers; a
-    /// higher value keeps more in memory (about 30 bytes per entry).
+    /// higher value keeps more in memory (17–34 bytes per entry).
     pub merge_min: u64,
 }
 
@@ -212,6 +212,7 @@ pub struct AppendReceipt {
 
 /// A validated record waiting for a commit.
 struct Prepared {
+    /// The record; its body only for a `key_event` (the rest is in `rec_jcs`).
     rec: Record,
     sig: Option<ProducerSig>,
     /// JCS(rec) as stored and signed.
@@ -225,6 +226,9 @@ struct Prepared {
     unverified: Option<(VerifierKey, [u8; 64])>,
     idkey: i64,
     vault: Vec<VaultRow>,
+    /// The merged idempotency level's rows for this batch, read before
+    /// the write lock ([`Ledger::probe`]).
+    probe: Option<Arc<idindex::Probe>>,
 }
 
 impl Prepared {
@@ -546,9 +550,14 @@ impl Ledger {
             )));
         }
         let idkey = store::idkey(&rec.producer, &rec.id);
+        if rec.kind != "key_event" {
+            // The commit needs only the canonical bytes (and a key event's
+            // body): the tree is freed here, in parallel, not by the writer.
+            rec.body = serde_json::Value::Null;
+        }
         let dedup_raw = raw_jcs.filter(|_| !vault.is_empty());
         let sig_jcs = sig.as_ref().map(ProducerSig::canonical_bytes);
-        Ok(Prepared { rec, sig, rec_jcs, sig_jcs, dedup_raw, unverified, idkey, vault })
+        Ok(Prepared { rec, sig, rec_jcs, sig_jcs, dedup_raw, unverified, idkey, vault, probe: None })
     }
 
     /// Finds the key a signature names among the producer's keys (any ever
@@ -626,7 +635,28 @@ impl Ledger {
         if prepared.len() >= DEFER_BELOW || self.inner.wal.is_none() {
             verify_signatures(prepared.iter_mut());
         }
+        if prepared.len() >= DEFER_BELOW {
+            self.probe(&mut prepared);
+        }
         prepared
+    }
+
+    /// Reads the merged idempotency level for a batch's records through
+    /// the reader connection, so the commit, which holds the write lock,
+    /// need not (when nothing has left the recent level since: see
+    /// [`idindex::Probe`]). If the read fails the commit reads instead.
+    fn probe(&self, prepared: &mut [Result<Prepared, AppendError>]) {
+        let read = || -> Result<idindex::Probe, StoreError> {
+            let conn = lock(&self.inner.reader);
+            let tx = conn.unchecked_transaction()?;
+            idindex::Probe::read(&tx, prepared.iter().filter_map(|p| p.as_ref().ok()).map(|p| p.idkey))
+        };
+        if let Ok(probe) = read() {
+            let probe = Arc::new(probe);
+            for p in prepared.iter_mut().flatten() {
+                p.probe = Some(probe.clone());
+            }
+        }
     }
 
     /// Commits the prepared records that passed, in one commit shared with
@@ -806,6 +836,9 @@ impl Ledger {
         let ledger_key = opts.key.verifier();
         let mut out = Vec::with_capacity(items.len());
         let mut in_batch: HashMap<i64, Vec<(usize, u64)>> = HashMap::new();
+        // Probes of the merged level made before the lock, if still current.
+        let epoch = if items.iter().any(|p| p.probe.is_some()) { Some(idindex::Epoch::read(&tx)?) } else { None };
+        let mut current: Vec<(*const idindex::Probe, bool)> = Vec::new();
         {
             let mut find = tx.prepare_cached("SELECT ts, leaf FROM entries WHERE seq = ?1")?;
             let mut ins = tx.prepare_cached("INSERT INTO entries (seq, ts, idkey, leaf) VALUES (?1, ?2, ?3, ?4)")?;
@@ -821,7 +854,22 @@ impl Ledger {
                 }
                 // Idempotency: an earlier record with the same (producer, id)?
                 let mut dup: Option<Result<AppendReceipt, AppendError>> = None;
-                for seq in ids.candidates(&tx, p.idkey)? {
+                let probed = match (&p.probe, &epoch) {
+                    (Some(probe), Some(now)) => {
+                        let ptr = Arc::as_ptr(probe);
+                        let ok = match current.iter().find(|(q, _)| *q == ptr) {
+                            Some(&(_, ok)) => ok,
+                            None => {
+                                let ok = probe.current(now);
+                                current.push((ptr, ok));
+                                ok
+                            }
+                        };
+                        ok.then_some(&**probe)
+                    }
+                    _ => None,
+                };
+                for seq in ids.candidates(&tx, p.idkey, probed)? {
                     let (ets, leaf) = find
                         .query_row([to_i64(seq)?], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))
                         .optional()?

@@ -373,10 +373,23 @@ impl Privacy {
     /// fields, `x-detect: false` fields and commitments) still holds
     /// personal data or a secret.
     pub fn scan(&self, rec: &Record, fields: &KindFields) -> Result<(), AppendError> {
-        fn walk(p: &Privacy, v: &Value, path: &str) -> Result<(), AppendError> {
+        /// A step of a JSON pointer: an object member or an array index.
+        enum Step<'a> {
+            Member(&'a str),
+            Index(usize),
+        }
+        /// The path is kept as steps and written out only for an error.
+        fn walk<'a>(p: &Privacy, v: &'a Value, path: &mut Vec<Step<'a>>) -> Result<(), AppendError> {
             match v {
                 Value::String(s) => {
                     if let Some((name, _)) = p.first_hit(s) {
+                        let path: String = path
+                            .iter()
+                            .map(|s| match s {
+                                Step::Member(k) => format!("/{k}"),
+                                Step::Index(i) => format!("/{i}"),
+                            })
+                            .collect();
                         return Err(AppendError::Privacy(format!(
                             "field body{path}: detector {name} found personal data or a secret in free text; \
                              remove it, or set [privacy.detectors] {name} = \"commit\" (value not shown)"
@@ -385,7 +398,9 @@ impl Privacy {
                 }
                 Value::Array(a) => {
                     for (i, x) in a.iter().enumerate() {
-                        walk(p, x, &format!("{path}/{i}"))?;
+                        path.push(Step::Index(i));
+                        walk(p, x, path)?;
+                        path.pop();
                     }
                 }
                 Value::Object(o) => {
@@ -393,7 +408,9 @@ impl Privacy {
                         return Ok(());
                     }
                     for (k, x) in o {
-                        walk(p, x, &format!("{path}/{k}"))?;
+                        path.push(Step::Member(k));
+                        walk(p, x, path)?;
+                        path.pop();
                     }
                 }
                 _ => {}
@@ -401,11 +418,14 @@ impl Privacy {
             Ok(())
         }
         let Some(body) = rec.body.as_object() else { return Ok(()) };
+        let mut path = Vec::new();
         for (k, v) in body {
             if !fields.is_free_text(k) {
                 continue;
             }
-            walk(self, v, &format!("/{k}"))?;
+            path.push(Step::Member(k));
+            walk(self, v, &mut path)?;
+            path.pop();
         }
         Ok(())
     }

@@ -389,7 +389,8 @@ impl Record {
 
     /// JCS(rec): the bytes a producer signs.
     pub fn signing_bytes(&self) -> Result<Vec<u8>, LeafError> {
-        let mut out = Vec::new();
+        // Room for a typical record, so the writes below rarely reallocate.
+        let mut out = Vec::with_capacity(1024);
         if self.write_canonical(&mut out) {
             return Ok(out);
         }
