@@ -35,6 +35,7 @@ use evident_verify::ts::Timestamp;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
+use crate::checkpointer::{self, Checkpointer};
 use crate::error::{AppendError, LedgerError, StoreError};
 use crate::idindex::{self, IdIndex};
 use crate::privacy::{Privacy, VaultRow};
@@ -388,6 +389,8 @@ struct Inner {
     /// With `synchronous = full`: the WAL, which appends make durable
     /// themselves, outside the write lock (see [`crate::wal_sync`]).
     wal: Option<WalSync>,
+    /// Checkpoints the WAL off the write path.
+    checkpointer: Checkpointer,
 }
 
 /// A handle on one ledger file. `Send + Sync`: share it with `Arc` or clone it.
@@ -473,6 +476,9 @@ impl Ledger {
         };
         let schemas = Schemas::embedded().map_err(|e| LedgerError::Format(e.to_string()))?;
         let privacy = Privacy::new(opts.privacy.clone()).map_err(LedgerError::Format)?;
+        // Appends' commits leave checkpoints to a thread (crate::checkpointer).
+        checkpointer::install(&conn);
+        let checkpointer = Checkpointer::start(&opts.path)?;
         Ok(Ledger {
             inner: Arc::new(Inner {
                 schemas,
@@ -490,6 +496,7 @@ impl Ledger {
                 edge: Mutex::new(None),
                 tiles: SharedTiles::default(),
                 wal,
+                checkpointer,
                 opts,
             }),
         })
@@ -756,7 +763,7 @@ impl Ledger {
             results: Vec::new(),
             commit: None,
         };
-        let mut items = Vec::new();
+        let mut items = Vec::with_capacity(batch.iter().map(|p| p.items.len()).sum());
         for p in batch {
             d.callers.push((p.slot, p.items.len()));
             items.extend(p.items);
@@ -765,8 +772,9 @@ impl Ledger {
         // batch, before the write lock and while the previous commit's
         // fsync runs.
         verify_signatures(items.iter_mut());
-        let mut good = Vec::new();
-        let mut positions = Vec::new();
+        let mut good = Vec::with_capacity(items.len());
+        let mut positions = Vec::with_capacity(items.len());
+        d.results.reserve(items.len());
         for item in items {
             match item {
                 Ok(item) => {
@@ -835,7 +843,10 @@ impl Ledger {
         let ts_s = ts.to_string();
         let ledger_key = opts.key.verifier();
         let mut out = Vec::with_capacity(items.len());
-        let mut in_batch: HashMap<i64, Vec<(usize, u64)>> = HashMap::new();
+        // Records this commit stores, by idkey: `(position, seq)`; a second
+        // record under one idkey (a hash collision) goes to `in_batch_more`.
+        let mut in_batch: HashMap<i64, (usize, u64)> = HashMap::with_capacity(items.len());
+        let mut in_batch_more: Vec<(i64, usize, u64)> = Vec::new();
         // Probes of the merged level made before the lock, if still current.
         let epoch = if items.iter().any(|p| p.probe.is_some()) { Some(idindex::Epoch::read(&tx)?) } else { None };
         let mut current: Vec<(*const idindex::Probe, bool)> = Vec::new();
@@ -883,10 +894,9 @@ impl Ledger {
                         break;
                     }
                 }
-                if dup.is_none()
-                    && let Some(prev) = in_batch.get(&p.idkey)
-                {
-                    for &(j, seq) in prev {
+                if dup.is_none() {
+                    let more = in_batch_more.iter().filter(|m| m.0 == p.idkey).map(|&(_, j, seq)| (j, seq));
+                    for (j, seq) in in_batch.get(&p.idkey).copied().into_iter().chain(more) {
                         if items[j].rec.producer == p.rec.producer && items[j].rec.id == p.rec.id {
                             dup = Some(match &out[j] {
                                 Ok(r) if items[j].dedup_jcs() == p.dedup_jcs() => {
@@ -946,7 +956,12 @@ impl Ledger {
                 for v in &p.vault {
                     ins_vault.execute(params![v.commitment, v.subject, to_i64(seq)?, v.field, v.value, v.salt])?;
                 }
-                in_batch.entry(p.idkey).or_default().push((i, seq));
+                match in_batch.entry(p.idkey) {
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert((i, seq));
+                    }
+                    std::collections::hash_map::Entry::Occupied(_) => in_batch_more.push((p.idkey, i, seq)),
+                }
                 out.push(Ok(AppendReceipt { seq, leaf_hash: lh.to_hex(), ts: ts_s.clone(), duplicate: false }));
             }
         }
@@ -954,6 +969,7 @@ impl Ledger {
         IdIndex::write(&tx, &ids_pending)?;
         ids.maintain(&tx, db_size, items.len(), &mut ids_pending)?;
         tx.commit()?;
+        self.inner.checkpointer.after_commit(conn, checkpointer::pages_after_commit());
         ids.committed(ids_pending, front_work.range.size());
         *front = front_work;
         *lock(&self.inner.edge) = Some(Arc::new(front.clone()));
@@ -1253,6 +1269,7 @@ impl Ledger {
         if let Some(wal) = &self.inner.wal {
             wal.written();
         }
+        self.inner.checkpointer.after_commit(&w.conn, checkpointer::pages_after_commit());
         drop(w);
         self.settle()?;
         Ok(out)

@@ -21,6 +21,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+mod checkpointer;
 pub mod config;
 pub mod error;
 pub mod idindex;

@@ -480,6 +480,14 @@ mod tests {
             ("ghp_abcdefghijklmnopqrstuvwxyz0123456789", Some("token")),
             ("sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", None),
             ("run 2026-11-21T09:30:12.345678Z took 1234 ms", None),
+            // `\d` takes non-ASCII digits too.
+            ("tpin \u{661}\u{662}\u{663}\u{664}\u{665}\u{666}\u{667}\u{668}\u{669}\u{660}\u{661} here", Some("tpin")),
+            ("mail bob@example.com now, caf\u{e9}", Some("email")),
+            ("xoxb-1234567890-abcdefghij", Some("token")),
+            (
+                "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+                Some("token"),
+            ),
         ] {
             assert_eq!(p.first_hit(s).map(|h| h.0), want, "{s}");
         }
