@@ -35,7 +35,6 @@ use evident_verify::ts::Timestamp;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpointer::{self, Checkpointer};
 use crate::error::{AppendError, LedgerError, StoreError};
 use crate::idindex::{self, IdIndex};
 use crate::privacy::{Privacy, VaultRow};
@@ -389,8 +388,6 @@ struct Inner {
     /// With `synchronous = full`: the WAL, which appends make durable
     /// themselves, outside the write lock (see [`crate::wal_sync`]).
     wal: Option<WalSync>,
-    /// Checkpoints the WAL off the write path.
-    checkpointer: Checkpointer,
 }
 
 /// A handle on one ledger file. `Send + Sync`: share it with `Arc` or clone it.
@@ -476,9 +473,6 @@ impl Ledger {
         };
         let schemas = Schemas::embedded().map_err(|e| LedgerError::Format(e.to_string()))?;
         let privacy = Privacy::new(opts.privacy.clone()).map_err(LedgerError::Format)?;
-        // Appends' commits leave checkpoints to a thread (crate::checkpointer).
-        checkpointer::install(&conn);
-        let checkpointer = Checkpointer::start(&opts.path)?;
         Ok(Ledger {
             inner: Arc::new(Inner {
                 schemas,
@@ -496,7 +490,6 @@ impl Ledger {
                 edge: Mutex::new(None),
                 tiles: SharedTiles::default(),
                 wal,
-                checkpointer,
                 opts,
             }),
         })
@@ -969,7 +962,6 @@ impl Ledger {
         IdIndex::write(&tx, &ids_pending)?;
         ids.maintain(&tx, db_size, items.len(), &mut ids_pending)?;
         tx.commit()?;
-        self.inner.checkpointer.after_commit(conn, checkpointer::pages_after_commit());
         ids.committed(ids_pending, front_work.range.size());
         *front = front_work;
         *lock(&self.inner.edge) = Some(Arc::new(front.clone()));
@@ -1269,7 +1261,6 @@ impl Ledger {
         if let Some(wal) = &self.inner.wal {
             wal.written();
         }
-        self.inner.checkpointer.after_commit(&w.conn, checkpointer::pages_after_commit());
         drop(w);
         self.settle()?;
         Ok(out)

@@ -21,7 +21,6 @@
 #![deny(missing_docs)]
 
 pub mod admin;
-mod checkpointer;
 pub mod config;
 pub mod error;
 pub mod idindex;

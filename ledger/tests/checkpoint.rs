@@ -1,6 +1,7 @@
-//! WAL checkpoints run off the write path (`evident_ledger::checkpointer`):
-//! a commit that leaves the WAL past 1,000 pages wakes a thread that copies
-//! it into the database file, and sustained appends keep the WAL bounded.
+//! The WAL is checkpointed into the database file as appends go (SQLite's
+//! automatic checkpoint, at 1,000 pages of 16 KiB), and stays bounded
+//! under sustained appends. (A checkpoint thread was tried and dropped:
+//! docs/perf/README.md, fifth round.)
 
 mod common;
 
@@ -38,11 +39,10 @@ fn append(l: &evident_ledger::Ledger, from: usize, n: usize) {
     }
 }
 
-/// One batch leaves ~22 MiB in the WAL (past 1,000 pages of 16 KiB): with
-/// no further commit, the checkpoint thread copies it into the database
-/// file (SQLite's own checkpoint is off on the writer connection).
+/// One batch of ~22 MiB (past 1,000 pages of 16 KiB): its pages reach the
+/// database file.
 #[test]
-fn a_long_wal_is_checkpointed_by_the_thread() {
+fn a_long_wal_is_checkpointed() {
     let dir = tempfile::tempdir().expect("dir");
     let l = new_ledger(dir.path());
     let db = dir.path().join("ledger.db");
@@ -56,9 +56,7 @@ fn a_long_wal_is_checkpointed_by_the_thread() {
 }
 
 /// ~90 MiB appended in one call, its commits following each other: the
-/// WAL, watched from another thread, never grows far past 64 MiB (where
-/// the writer checkpoints too; here the thread keeps up on its own, and
-/// the WAL restarts between commits at about that size).
+/// WAL, watched from another thread, stays far below that.
 #[test]
 fn sustained_appends_keep_the_wal_bounded() {
     let dir = tempfile::tempdir().expect("dir");
@@ -80,6 +78,6 @@ fn sustained_appends_keep_the_wal_bounded() {
         watch.join().expect("watcher")
     });
     assert!(len(&db) > 64 * MIB, "the entries reached the database file ({} bytes)", len(&db));
-    assert!(longest <= 80 * MIB, "the WAL grew to {longest} bytes");
+    assert!(longest <= 48 * MIB, "the WAL grew to {longest} bytes");
     assert_eq!(l.size().expect("size"), 20_001, "every record and the key event are in");
 }
