@@ -21,7 +21,10 @@
 //!   record.
 //!
 //! A lookup takes the candidates of both levels and the caller compares the
-//! stored records: the hash only narrows the search.
+//! stored records: the hash only narrows the search. A batch of 64 records
+//! or more reads the merged level's before it takes the write lock
+//! ([`Probe`]); the commit reads them again only if a merge may have moved
+//! rows out of `recent` since.
 //!
 //! ## Merging
 //! A merge starts when `recent` holds as many rows as an eighth of the
