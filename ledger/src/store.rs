@@ -373,7 +373,15 @@ impl Frontier {
     pub fn push(&mut self, h: Hash) -> Vec<(u8, u64, Vec<Hash>)> {
         let mut full = Vec::new();
         let index = self.range.size();
-        self.range.append(h);
+        // The range computes every subtree the leaf completes; those at a
+        // tile boundary (tree levels 4, 8, …) are the roots of the tiles it
+        // completes, so they are not hashed again.
+        let mut roots = [None; 64 / TILE_HEIGHT as usize + 1];
+        self.range.append_with(h, |id, hash| {
+            if id.level % TILE_HEIGHT == 0 {
+                roots[usize::from(id.level / TILE_HEIGHT)] = Some(hash);
+            }
+        });
         let mut tl = 0usize;
         let mut carry = h;
         let mut pos = index; // index of `carry` at tree level 4*tl
@@ -384,7 +392,7 @@ impl Frontier {
             self.partial[tl].push(carry);
             if self.partial[tl].len() as u64 == TILE_WIDTH {
                 let row = std::mem::take(&mut self.partial[tl]);
-                carry = perfect_root(&row);
+                carry = roots.get(tl + 1).copied().flatten().unwrap_or_else(|| perfect_root(&row));
                 full.push((tl as u8, pos / TILE_WIDTH, row));
                 pos /= TILE_WIDTH;
                 tl += 1;
@@ -393,5 +401,41 @@ impl Frontier {
             }
         }
         full
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::{Frontier, TILE_WIDTH, perfect_root};
+    use evident_verify::hash::leaf_hash;
+
+    /// Every full tile the frontier returns above level 0 holds the roots
+    /// of the tiles below it, which it takes from the compact range rather
+    /// than hashing them again; and the last row's root is the tree's.
+    #[test]
+    fn tile_rows_hold_the_roots_of_the_tiles_below() {
+        let n = TILE_WIDTH * TILE_WIDTH * TILE_WIDTH + 37;
+        let mut f = Frontier::default();
+        let mut tiles: HashMap<(u8, u64), Vec<_>> = HashMap::new();
+        for i in 0..n {
+            for (level, idx, row) in f.push(leaf_hash(&i.to_be_bytes())) {
+                tiles.insert((level, idx), row);
+            }
+        }
+        assert_eq!(tiles.len() as u64, n / TILE_WIDTH + n / TILE_WIDTH.pow(2) + n / TILE_WIDTH.pow(3));
+        for (&(level, idx), row) in tiles.iter().filter(|((l, _), _)| *l > 0) {
+            for (k, h) in row.iter().enumerate() {
+                let below = &tiles[&(level - 1, idx * TILE_WIDTH + k as u64)];
+                assert_eq!(*h, perfect_root(below), "tile {level}/{idx} entry {k}");
+            }
+        }
+        let top = &tiles[&(2, 0)];
+        let mut whole = evident_verify::merkle::CompactRange::new();
+        for i in 0..TILE_WIDTH.pow(3) {
+            whole.append(leaf_hash(&i.to_be_bytes()));
+        }
+        assert_eq!(perfect_root(top), whole.root());
     }
 }
