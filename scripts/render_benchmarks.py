@@ -136,14 +136,23 @@ def main():
     if vb:
         w(f"| ed25519 `verify_batch`, same signatures, 2 threads | {fmt_rate(rate(vb))} | (baseline for signed append) "
           f"| {'' if not sg else '%.0f%% of it' % (100 * rate(sg) / rate(vb))} | | |")
-    lat = load(os.path.join(T, "ledger_concurrent", "latency.json"))
     auto = est("ledger_concurrent", "raw_sqlite_autocommit_fsync")
-    if lat:
+    for name, file, label in (("unsigned_16_threads", "latency_unsigned.json", "unsigned records (issue 3)"),
+                              ("signed_16_threads", "latency.json", "signed records (issue 4)")):
+        lat = load(os.path.join(T, "ledger_concurrent", file))
+        crit = rate(est("ledger_concurrent", name))
+        if not lat:
+            continue
+        # Throughput: criterion's median over its samples (each a fresh
+        # ledger) when present, else the single latency run's.
+        tput = crit or lat["throughput_per_s"]
         base = f"raw SQLite autocommit + fsync: {fmt_rate(rate(auto))}" if auto else ""
-        ratio = f"{lat['throughput_per_s'] / rate(auto):.1f}×" if auto and rate(auto) else ""
-        ok = lat["throughput_per_s"] >= 20_000 and lat["p99_us"] <= 10_000
-        w(f"| {lat.get('threads', 16)} threads, each waiting for its durable receipt | "
-          f"{lat['throughput_per_s']:,.0f}/s, p50 {lat['p50_us'] / 1000:.2f} ms, p99 {lat['p99_us'] / 1000:.2f} ms "
+        ratio = f"{tput / rate(auto):.1f}×" if auto and rate(auto) else ""
+        ok = tput >= 20_000 and lat["p99_us"] <= 10_000
+        how = "median of criterion's samples" if crit else "one run"
+        w(f"| {lat.get('threads', 16)} threads, each waiting for its durable receipt, {label} | "
+          f"{tput:,.0f}/s ({how}; the latency run: {lat['throughput_per_s']:,.0f}/s), "
+          f"p50 {lat['p50_us'] / 1000:.2f} ms, p99 {lat['p99_us'] / 1000:.2f} ms "
           f"| {base} | {ratio} | ≥ 20,000/s, p99 ≤ 10 ms | {verdict(ok)} |")
     pr = None
     for n in ("prove_inclusion_10M", "prove_inclusion"):

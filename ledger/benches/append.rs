@@ -5,8 +5,10 @@
 //! Groups (parsed by scripts from `target/criterion/<group>/<name>/new/estimates.json`):
 //! - `ledger_append`: `raw_sqlite_insert_batch`, `batched_unsigned`,
 //!   `batched_signed`, `ed25519_verify_batch`.
-//! - `ledger_concurrent`: `signed_16_threads`, `raw_sqlite_autocommit_fsync`;
-//!   p50/p99 latency from a dedicated run goes to `latency.json`.
+//! - `ledger_concurrent`: `unsigned_16_threads` (issue 3's records),
+//!   `signed_16_threads` (issue 4's), `raw_sqlite_autocommit_fsync`; p50/p99
+//!   latency from a dedicated run of each goes to `latency_unsigned.json`
+//!   and `latency.json` (signed).
 //! - `ledger_proof`: `prove_inclusion`, `sha256_64B`; storage overhead goes
 //!   to `storage.json`. The big ledger is built once and cached under
 //!   `target/`.
@@ -338,20 +340,21 @@ fn split(subs: &[Submission], per_thread: usize) -> Vec<Vec<Submission>> {
     subs.chunks(per_thread).map(<[Submission]>::to_vec).collect()
 }
 
-/// Commits made after the key registration (seq 0): every commit stamps all
-/// its entries with one `ts`.
-fn commits(db: &Path) -> u64 {
+/// Commits that stored entries from `from` on (a signed ledger's seq 0 is
+/// the key registration): every commit stamps all its entries with one `ts`.
+fn commits(db: &Path, from: u64) -> u64 {
     let conn = rusqlite::Connection::open(db).expect("open");
-    let n: i64 =
-        conn.query_row("SELECT count(DISTINCT ts) FROM entries WHERE seq > 0", [], |r| r.get(0)).expect("count");
+    let n: i64 = conn
+        .query_row("SELECT count(DISTINCT ts) FROM entries WHERE seq >= ?1", [from as i64], |r| r.get(0))
+        .expect("count");
     n as u64
 }
 
 /// A dedicated run for percentiles, which criterion does not give:
-/// prints them and writes `ledger_concurrent/latency.json`.
-fn latency_run(subs: &[Submission], per_thread: usize) {
+/// prints them and writes `ledger_concurrent/<file>`.
+fn latency_run(subs: &[Submission], per_thread: usize, signed: bool, file: &str) {
     let dir = tempdir();
-    let l = new_ledger(dir.path(), true);
+    let l = new_ledger(dir.path(), signed);
     let appends = THREADS * per_thread;
     let (wall, mut lat) = run_concurrent(&l, split(&subs[..appends], per_thread));
     drop(l);
@@ -360,10 +363,11 @@ fn latency_run(subs: &[Submission], per_thread: usize) {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let (p50, p99, max) = (us(pct(0.50)), us(pct(0.99)), us(pct(1.0)));
     let throughput = appends as f64 / wall.as_secs_f64();
-    let commits = commits(&dir.path().join("ledger.db"));
+    let commits = commits(&dir.path().join("ledger.db"), u64::from(signed));
     println!(
-        "ledger_concurrent/latency: {THREADS} threads, {appends} appends in {:.3} s: {throughput:.0} appends/s, \
-         p50 {p50:.0} µs, p99 {p99:.0} µs, max {max:.0} µs, {commits} commits ({:.1} appends/commit)",
+        "ledger_concurrent/latency (signed: {signed}): {THREADS} threads, {appends} appends in {:.3} s: \
+         {throughput:.0} appends/s, p50 {p50:.0} µs, p99 {p99:.0} µs, max {max:.0} µs, {commits} commits \
+         ({:.1} appends/commit)",
         wall.as_secs_f64(),
         appends as f64 / commits.max(1) as f64
     );
@@ -371,40 +375,47 @@ fn latency_run(subs: &[Submission], per_thread: usize) {
     std::fs::create_dir_all(&out).expect("criterion dir");
     let report = json!({
         "p50_us": p50, "p99_us": p99, "max_us": max, "throughput_per_s": throughput,
-        "threads": THREADS, "appends": appends, "commits": commits,
+        "threads": THREADS, "appends": appends, "commits": commits, "signed": signed,
     });
-    std::fs::write(out.join("latency.json"), format!("{report:#}\n")).expect("write latency.json");
+    std::fs::write(out.join(file), format!("{report:#}\n")).expect("write latency report");
 }
 
 fn bench_concurrent(c: &mut Criterion) {
     let sc = scale();
     let total = THREADS * sc.per_thread;
-    let subs = submissions(THREADS * sc.latency_per_thread.max(sc.per_thread), true);
+    let n = THREADS * sc.latency_per_thread.max(sc.per_thread);
 
     let mut g = c.benchmark_group("ledger_concurrent");
     g.sample_size(10).sampling_mode(SamplingMode::Flat).warm_up_time(Duration::from_secs(1));
     g.measurement_time(sc.measure);
     g.throughput(Throughput::Elements(total as u64));
-    let mut latency_done = false;
-    g.bench_function("signed_16_threads", |b| {
-        if !std::mem::replace(&mut latency_done, true) {
-            latency_run(&subs, sc.latency_per_thread);
-        }
-        b.iter_custom(|iters| {
-            let mut sum = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempdir();
-                let l = new_ledger(dir.path(), true);
-                let (wall, _) = run_concurrent(&l, split(&subs[..total], sc.per_thread));
-                sum += wall;
+    let mut first = None;
+    for (name, file, signed) in
+        [("unsigned_16_threads", "latency_unsigned.json", false), ("signed_16_threads", "latency.json", true)]
+    {
+        let subs = submissions(n, signed);
+        let mut latency_done = false;
+        g.bench_function(name, |b| {
+            if !std::mem::replace(&mut latency_done, true) {
+                latency_run(&subs, sc.latency_per_thread, signed, file);
             }
-            sum
-        })
-    });
+            b.iter_custom(|iters| {
+                let mut sum = Duration::ZERO;
+                for _ in 0..iters {
+                    let dir = tempdir();
+                    let l = new_ledger(dir.path(), signed);
+                    let (wall, _) = run_concurrent(&l, split(&subs[..total], sc.per_thread));
+                    sum += wall;
+                }
+                sum
+            })
+        });
+        first.get_or_insert(subs[0].clone());
+    }
 
     let dir = tempdir();
     let conn = raw_sqlite(&dir.path().join("raw.db"));
-    let leaf = leaf_of(&subs[0], 0);
+    let leaf = leaf_of(first.as_ref().expect("a submission"), 0);
     let mut seq = 0i64;
     g.throughput(Throughput::Elements(1));
     g.measurement_time(sc.measure / 2);
