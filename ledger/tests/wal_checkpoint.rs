@@ -1,6 +1,7 @@
 //! The WAL is checkpointed into the database file as appends go (SQLite's
-//! automatic checkpoint, at 1,000 pages of 16 KiB), and stays bounded
-//! under sustained appends. (A checkpoint thread was tried and dropped:
+//! automatic checkpoint, at 1,000 pages of 16 KiB, helped during a
+//! pipelined `append_batch` by the preparing thread's checkpoints), and
+//! stays bounded under sustained appends. (A checkpoint thread was tried and dropped:
 //! docs/perf/README.md, fifth round.)
 
 mod common;
