@@ -24,6 +24,26 @@ fn child_appender() {
     let threads: usize = std::env::var("EVIDENT_TEST_THREADS").expect("threads").parse().expect("number");
     let count: usize = std::env::var("EVIDENT_TEST_COUNT").expect("count").parse().expect("number");
     let l = Ledger::open(options(std::path::Path::new(&dir))).expect("open ledger");
+    if let Ok(n) = std::env::var("EVIDENT_TEST_BATCH") {
+        // One `append_batch` of n records; every receipt printed after it returns.
+        let n: usize = n.parse().expect("number");
+        let subs = (0..n)
+            .map(|i| {
+                let id = format!("{prefix}-batch-{i}");
+                let mut body = example("invariant_result", 0);
+                body["run_id"] = serde_json::json!(id);
+                signer().sign(&id, "invariant_result", "2026-11-21T09:30:12Z", body).expect("sign")
+            })
+            .collect();
+        use std::io::Write;
+        let mut o = std::io::stdout().lock();
+        for (i, r) in l.append_batch(subs).into_iter().enumerate() {
+            let r = r.expect("append");
+            writeln!(o, "R {} {} {prefix}-batch-{i}", r.seq, r.leaf_hash).expect("write");
+        }
+        o.flush().expect("flush");
+        return;
+    }
     let out = Arc::new(Mutex::new(std::io::stdout()));
     std::thread::scope(|s| {
         for t in 0..threads {
@@ -268,4 +288,34 @@ fn every_receipt_follows_an_fsync_of_the_wal_writes_before_it() {
         calls.iter().filter(|c| c.0 == Call::WalWrite).count(),
         calls.iter().filter(|c| c.0 == Call::WalSync).count()
     );
+}
+
+/// The same at the level of system calls for one `append_batch` large enough
+/// to be pipelined: its chunks are committed without an fsync each, and the
+/// batch returns only after one fsync that started after its last write.
+#[test]
+fn a_pipelined_batch_returns_after_an_fsync_of_all_its_writes() {
+    let n = 3 * evident_ledger::ledger::PIPELINE_ABOVE;
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(new_ledger(dir.path()));
+    let trace = dir.path().join("strace.log");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-y", "-e", "trace=pwrite64,write,fsync,fdatasync", "-o"])
+        .arg(&trace)
+        .arg(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "child_appender", "--nocapture", "--test-threads=1"])
+        .env(CHILD, dir.path())
+        .env("EVIDENT_TEST_PREFIX", "batch")
+        .env("EVIDENT_TEST_THREADS", "1")
+        .env("EVIDENT_TEST_COUNT", "0")
+        .env("EVIDENT_TEST_BATCH", n.to_string())
+        .output()
+        .expect("run strace (scripts/test installs it)");
+    assert!(out.status.success(), "traced child failed: {}", String::from_utf8_lossy(&out.stderr));
+    let calls = parse_trace(&std::fs::read_to_string(&trace).expect("strace log"));
+    assert_eq!(calls.iter().filter(|c| c.0 == Call::Receipt).count(), n, "the trace shows every receipt");
+    assert_eq!(unsynced_receipts(&calls), Vec::<usize>::new(), "receipts printed before their WAL writes were synced");
+    let l = Ledger::open(options(dir.path())).expect("reopen");
+    assert_eq!(l.size().expect("size"), n as u64 + 1, "the producer key event and the batch");
+    verify_db(&l, |_, _| {}).expect("verify-db after the batch");
 }
