@@ -116,7 +116,9 @@ pub enum AppendError {
     /// Personal data where it is not allowed, or a bad commitment.
     #[error("{0}")]
     Privacy(String),
-    /// The store failed; the record was not stored.
+    /// The store failed. The record was not stored, except after a failed
+    /// fsync ([`StoreError::Sync`]), when it may be: a retry on a new
+    /// handle then returns its receipt.
     #[error("storing the record")]
     Store(#[from] StoreError),
 }

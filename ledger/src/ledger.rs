@@ -1409,12 +1409,16 @@ fn verify_signatures<'a>(prepared: impl Iterator<Item = &'a mut Result<Prepared,
 mod tests {
     use super::*;
 
-    fn ledger(dir: &Path) -> Ledger {
+    fn options(dir: &Path) -> LedgerOptions {
         let origin = "test.evident/ledger";
         let mut o =
             LedgerOptions::new(dir.join("ledger.db"), origin, SignerKey::from_seed(origin, &[1; 32]).expect("key"));
         o.unsigned_producers = vec!["legacy-batch".into()];
-        Ledger::create(o).expect("create")
+        o
+    }
+
+    fn ledger(dir: &Path) -> Ledger {
+        Ledger::create(options(dir)).expect("create")
     }
 
     fn sub(n: usize) -> Submission {
@@ -1454,5 +1458,63 @@ mod tests {
         assert!(matches!(conn, Some(Some(_))), "the connection is kept for the next chunk");
         assert_eq!(l.size().expect("size"), 1000);
         crate::verify_db::verify_db(&l, |_, _| {}).expect("verify-db");
+    }
+
+    /// Whether `r` is the refusal a failed fsync of the WAL causes: the
+    /// failure itself, or (for commits after it) the poisoned handle's.
+    fn fsync_refusal(r: &Result<AppendReceipt, AppendError>) -> bool {
+        match r {
+            Err(AppendError::Store(e @ (StoreError::Sync { .. } | StoreError::Corrupt(_)))) => {
+                let m = e.to_string();
+                m.contains("ledger.db-wal") && m.contains("durable failed")
+            }
+            _ => false,
+        }
+    }
+
+    /// A pipelined batch's chunks are committed without an fsync each, so
+    /// the fsyncs the writer makes decide for all of them: when one fails,
+    /// no record of the batch is reported appended, and the handle refuses
+    /// to acknowledge anything more (the kernel may have dropped the pages).
+    /// A new handle then appends the batch again: records that did reach
+    /// the file come back as duplicates, nothing is stored twice.
+    #[test]
+    fn a_failed_fsync_fails_every_record_of_a_pipelined_batch() {
+        let dir = tempfile::tempdir().expect("dir");
+        let l = ledger(dir.path());
+        let wal = l.inner.wal.as_ref().expect("synchronous = full syncs the WAL itself");
+        wal.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
+        let n = 3 * PIPELINE_ABOVE;
+        let results = l.append_batch((0..n).map(sub).collect());
+        assert_eq!(results.len(), n);
+        for (i, r) in results.iter().enumerate() {
+            assert!(fsync_refusal(r), "record {i}: expected the fsync failure, got {r:?}");
+        }
+        assert!(!wal.fail_next.load(std::sync::atomic::Ordering::SeqCst), "the injected failure was consumed");
+        // Poisoned: later appends are refused although fsync works again.
+        assert!(fsync_refusal(&l.append(sub(n))));
+        assert!(l.append_batch((n..n + 2000).map(sub).collect()).iter().all(fsync_refusal));
+        drop(l);
+        let l = Ledger::open(options(dir.path())).expect("a new handle");
+        let stored = l.size().expect("size");
+        let again = l.append_batch((0..n).map(sub).collect());
+        let dups = again.iter().filter(|r| matches!(r, Ok(r) if r.duplicate)).count();
+        assert!(again.iter().all(Result::is_ok), "the retry is accepted");
+        assert_eq!(dups as u64, stored, "records that reached the file return their receipts");
+        assert_eq!(l.size().expect("size"), n as u64, "each record stored once");
+        crate::verify_db::verify_db(&l, |_, _| {}).expect("verify-db");
+    }
+
+    /// The same for a single append, whose commit waits for its own fsync.
+    #[test]
+    fn a_failed_fsync_fails_a_single_append() {
+        let dir = tempfile::tempdir().expect("dir");
+        let l = ledger(dir.path());
+        let ok = l.append(sub(0)).expect("first append");
+        assert_eq!(ok.seq, 0);
+        let wal = l.inner.wal.as_ref().expect("synchronous = full syncs the WAL itself");
+        wal.fail_next.store(true, std::sync::atomic::Ordering::SeqCst);
+        assert!(fsync_refusal(&l.append(sub(1))));
+        assert!(fsync_refusal(&l.append(sub(2))), "the handle stays poisoned");
     }
 }

@@ -45,6 +45,9 @@ pub(crate) struct WalSync {
     state: Mutex<State>,
     /// Wakes waiters when an fsync ends.
     synced: Condvar,
+    /// Unit tests: the next fsync fails as a real one can (EIO).
+    #[cfg(test)]
+    pub(crate) fail_next: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -86,6 +89,8 @@ impl WalSync {
             written: AtomicU64::new(0),
             state: Mutex::new(State::default()),
             synced: Condvar::new(),
+            #[cfg(test)]
+            fail_next: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -126,7 +131,7 @@ impl WalSync {
             // this load, so before the fsync below starts.
             let upto = self.written.load(Ordering::SeqCst);
             drop(s);
-            let r = self.wal.sync_data();
+            let r = self.sync_data();
             s = self.lock();
             s.running = false;
             match r {
@@ -137,6 +142,14 @@ impl WalSync {
             }
             self.synced.notify_all();
         }
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        #[cfg(test)]
+        if self.fail_next.swap(false, Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
+        self.wal.sync_data()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
