@@ -256,12 +256,10 @@ fn the_trace_check_catches_a_receipt_before_its_fsync() {
     assert_eq!(unsynced_receipts(&parse_trace(early)), vec![4]);
 }
 
-/// Durability at the level of system calls, with the real strace: a child
-/// appends one record at a time and prints each receipt as soon as
-/// `append` returns it; every receipt must come after an fsync of the WAL
-/// that started after the child's last write to it and succeeded.
-#[test]
-fn every_receipt_follows_an_fsync_of_the_wal_writes_before_it() {
+/// Runs `child_appender` in a fresh ledger under the real strace with the
+/// given extra environment; returns the ledger's directory and the child's
+/// WAL writes, WAL fsyncs and printed receipts.
+fn traced_child(prefix: &str, env: &[(&str, String)]) -> (tempfile::TempDir, Vec<(Call, usize, usize)>) {
     let dir = tempfile::tempdir().expect("tempdir");
     drop(new_ledger(dir.path()));
     let trace = dir.path().join("strace.log");
@@ -271,14 +269,23 @@ fn every_receipt_follows_an_fsync_of_the_wal_writes_before_it() {
         .arg(std::env::current_exe().expect("test binary"))
         .args(["--exact", "child_appender", "--nocapture", "--test-threads=1"])
         .env(CHILD, dir.path())
-        .env("EVIDENT_TEST_PREFIX", "traced")
+        .env("EVIDENT_TEST_PREFIX", prefix)
         .env("EVIDENT_TEST_THREADS", "1")
-        .env("EVIDENT_TEST_COUNT", "40")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("run strace (scripts/test installs it)");
     assert!(out.status.success(), "traced child failed: {}", String::from_utf8_lossy(&out.stderr));
-    let log = std::fs::read_to_string(&trace).expect("strace log");
-    let calls = parse_trace(&log);
+    let calls = parse_trace(&std::fs::read_to_string(&trace).expect("strace log"));
+    (dir, calls)
+}
+
+/// Durability at the level of system calls, with the real strace: a child
+/// appends one record at a time and prints each receipt as soon as
+/// `append` returns it; every receipt must come after an fsync of the WAL
+/// that started after the child's last write to it and succeeded.
+#[test]
+fn every_receipt_follows_an_fsync_of_the_wal_writes_before_it() {
+    let (_dir, calls) = traced_child("traced", &[("EVIDENT_TEST_COUNT", "40".into())]);
     let receipts = calls.iter().filter(|c| c.0 == Call::Receipt).count();
     assert_eq!(receipts, 40, "the trace shows every receipt");
     assert!(calls.iter().any(|c| c.0 == Call::WalSync), "no fsync of the WAL in the trace");
@@ -296,23 +303,8 @@ fn every_receipt_follows_an_fsync_of_the_wal_writes_before_it() {
 #[test]
 fn a_pipelined_batch_returns_after_an_fsync_of_all_its_writes() {
     let n = 3 * evident_ledger::ledger::PIPELINE_ABOVE;
-    let dir = tempfile::tempdir().expect("tempdir");
-    drop(new_ledger(dir.path()));
-    let trace = dir.path().join("strace.log");
-    let out = Command::new("strace")
-        .args(["-f", "-qq", "-y", "-e", "trace=pwrite64,write,fsync,fdatasync", "-o"])
-        .arg(&trace)
-        .arg(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "child_appender", "--nocapture", "--test-threads=1"])
-        .env(CHILD, dir.path())
-        .env("EVIDENT_TEST_PREFIX", "batch")
-        .env("EVIDENT_TEST_THREADS", "1")
-        .env("EVIDENT_TEST_COUNT", "0")
-        .env("EVIDENT_TEST_BATCH", n.to_string())
-        .output()
-        .expect("run strace (scripts/test installs it)");
-    assert!(out.status.success(), "traced child failed: {}", String::from_utf8_lossy(&out.stderr));
-    let calls = parse_trace(&std::fs::read_to_string(&trace).expect("strace log"));
+    let (dir, calls) =
+        traced_child("batch", &[("EVIDENT_TEST_COUNT", "0".into()), ("EVIDENT_TEST_BATCH", n.to_string())]);
     assert_eq!(calls.iter().filter(|c| c.0 == Call::Receipt).count(), n, "the trace shows every receipt");
     assert_eq!(unsynced_receipts(&calls), Vec::<usize>::new(), "receipts printed before their WAL writes were synced");
     let l = Ledger::open(options(dir.path())).expect("reopen");
