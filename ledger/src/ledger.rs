@@ -16,7 +16,9 @@
 //!    size (another process may have appended), resolves `(producer, id)`
 //!    duplicates, assigns `seq` and a non-decreasing `ts`, checks the key is
 //!    valid at `ts`, writes entries and completed tiles, and commits once.
-//!    Every waiter gets its receipt only after that commit is durable.
+//!    Every waiter gets its receipt only after that commit is durable (a
+//!    pipelined `append_batch` commits its chunks without waiting and
+//!    returns after one fsync that covers them all).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -736,9 +738,9 @@ impl Ledger {
 
     /// Queues records for the next commit and returns their results once it
     /// is durable (with `durable` false, once it is written). The first
-    /// caller to find no leader leads: it commits
-    /// everything queued, hands the next commit to whoever queued meanwhile,
-    /// and only then waits for its fsync.
+    /// caller to find no leader leads: it commits everything queued, hands
+    /// the next commit to whoever queued meanwhile, and only then waits for
+    /// its fsync.
     fn submit(&self, items: Vec<Result<Prepared, AppendError>>, durable: bool) -> Results {
         let slot = Arc::new(Slot::new());
         let mut q = lock(&self.inner.queue);
