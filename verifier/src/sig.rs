@@ -92,11 +92,12 @@ pub const MIN_SPLIT: usize = 64;
 /// split across the pool's threads (a 512-signature call took twice as
 /// long on one thread).
 pub fn verify_many_in(items: &[(&VerifierKey, &[u8], &[u8; 64])], batch: usize) -> Vec<bool> {
-    if items.len() < 2 * MIN_SPLIT {
+    let batch = batch.max(1);
+    if items.len() <= batch && items.len() < 2 * MIN_SPLIT {
         return verify_chunk(items);
     }
     let per_thread = items.len().div_ceil(rayon::current_num_threads().max(1)).max(MIN_SPLIT);
-    items.par_chunks(batch.max(1).min(per_thread)).flat_map_iter(verify_chunk).collect()
+    items.par_chunks(batch.min(per_thread)).flat_map_iter(verify_chunk).collect()
 }
 
 fn verify_chunk(chunk: &[(&VerifierKey, &[u8], &[u8; 64])]) -> Vec<bool> {
