@@ -600,8 +600,10 @@ impl Ledger {
     /// own result: a bad record is refused without blocking the good ones.
     /// Up to [`PIPELINE_ABOVE`] records share one commit; a larger batch is
     /// pipelined: committed in chunks of at most [`PIPELINE_CHUNK`], each
-    /// written while the next is validated and its signatures verified, and
-    /// while the preparing thread, when it is ahead, checkpoints the WAL.
+    /// written while the next chunks are validated and their signatures
+    /// verified (on a thread of their own, a chunk behind validation), and
+    /// while the thread that hands chunks to the writer, when it is ahead,
+    /// checkpoints the WAL.
     /// The chunks' commits do not wait for an fsync each (a 10,000-record
     /// batch made ten): the writer flushes the WAL only while it waits for
     /// the next chunk, and once after the last, and no result is returned
@@ -611,8 +613,17 @@ impl Ledger {
             return self.commit_prepared(self.prepare_all(subs), true);
         }
         let n = subs.len();
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Result<Prepared, AppendError>>>(1);
+        type Chunk = Vec<Result<Prepared, AppendError>>;
+        // With signatures, three stages, each a chunk ahead of the next:
+        // validation (and the idempotency probe), signature verification,
+        // the writer. The first two share the rayon pool, so the tail of
+        // one chunk's verification leaves no core idle while the next chunk
+        // is validated. Without signatures, validation feeds the writer.
+        let verifying = subs.iter().any(|s| s.sig.is_some());
+        let (tx, validated) = std::sync::mpsc::sync_channel::<Chunk>(1);
+        let (vtx, rx) = std::sync::mpsc::sync_channel::<Chunk>(1);
         std::thread::scope(|s| {
+            let to_writer = vtx.clone();
             s.spawn(move || {
                 let mut checkpointer: Option<Option<Connection>> = None;
                 let mut subs = subs.into_iter();
@@ -623,14 +634,11 @@ impl Ledger {
                     if chunk.is_empty() {
                         break;
                     }
-                    let sent = match tx.try_send(self.prepare_all(chunk)) {
-                        Ok(()) => true,
-                        Err(std::sync::mpsc::TrySendError::Full(prepared)) => {
-                            // The writer is still committing the chunk before.
-                            self.checkpoint_meanwhile(&mut checkpointer);
-                            tx.send(prepared).is_ok()
-                        }
-                        Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+                    let prepared = self.validate_all(chunk);
+                    let sent = if verifying {
+                        tx.send(prepared).is_ok()
+                    } else {
+                        self.hand_to_writer(&to_writer, prepared, &mut checkpointer)
                     };
                     if !sent {
                         break;
@@ -638,6 +646,19 @@ impl Ledger {
                     ramp = (ramp * 2).min(PIPELINE_CHUNK);
                 }
             });
+            if verifying {
+                s.spawn(move || {
+                    let mut checkpointer: Option<Option<Connection>> = None;
+                    for mut prepared in validated {
+                        verify_signatures(prepared.iter_mut());
+                        if !self.hand_to_writer(&vtx, prepared, &mut checkpointer) {
+                            break;
+                        }
+                    }
+                });
+            } else {
+                drop((validated, vtx));
+            }
             let mut results = Vec::with_capacity(n);
             let mut next = rx.recv();
             while let Ok(prepared) = next {
@@ -663,8 +684,28 @@ impl Ledger {
         })
     }
 
-    /// Called by a pipelined batch's preparing thread when the writer is
-    /// still committing the chunk before: copies the WAL frames committed so
+    /// Sends a pipelined batch's next chunk to its writer; if the writer is
+    /// still committing the chunk before, checkpoints meanwhile. False if
+    /// the writer has stopped.
+    fn hand_to_writer(
+        &self,
+        to_writer: &std::sync::mpsc::SyncSender<Vec<Result<Prepared, AppendError>>>,
+        prepared: Vec<Result<Prepared, AppendError>>,
+        checkpointer: &mut Option<Option<Connection>>,
+    ) -> bool {
+        match to_writer.try_send(prepared) {
+            Ok(()) => true,
+            Err(std::sync::mpsc::TrySendError::Full(prepared)) => {
+                self.checkpoint_meanwhile(checkpointer);
+                to_writer.send(prepared).is_ok()
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    /// Called by the thread that hands a pipelined batch's chunks to the
+    /// writer (verifying signatures, or validating when there are none) when
+    /// the writer is still committing the chunk before: copies the WAL frames committed so
     /// far into the database file (a PASSIVE checkpoint through a connection
     /// of its own, opened on first use), so that the writer's automatic
     /// checkpoint finds little left to copy and the WAL still restarts
@@ -672,9 +713,9 @@ impl Ledger {
     /// of the writer thread's time on 200,000-record batches (docs/perf,
     /// sixth round). PASSIVE never blocks the writer; if it fails, the
     /// writer's checkpoint copies everything, as it does otherwise. A
-    /// preparing thread that is not ahead of the writer (signature-bound
-    /// batches, where verification is the bottleneck) finds the writer
-    /// waiting for its chunk and does not call this.
+    /// thread that is not ahead of the writer (signature-bound batches,
+    /// where verification is the bottleneck) finds the writer waiting for
+    /// its chunk and does not call this.
     fn checkpoint_meanwhile(&self, conn: &mut Option<Option<Connection>>) {
         let conn =
             conn.get_or_insert_with(|| store::open_connection(&self.inner.opts.path, self.inner.opts.synchronous).ok());
@@ -688,18 +729,23 @@ impl Ledger {
     /// its commit's leader (fewer than [`DEFER_BELOW`], and a WAL to fsync
     /// that the leader's verification overlaps).
     fn prepare_all(&self, subs: Vec<Submission>) -> Vec<Result<Prepared, AppendError>> {
-        use rayon::prelude::*;
-        let mut prepared: Vec<Result<Prepared, AppendError>> = if subs.len() >= 64 {
-            subs.into_par_iter().map(|s| self.prepare(s)).collect()
-        } else {
-            subs.into_iter().map(|s| self.prepare(s)).collect()
-        };
+        let mut prepared = self.validate_all(subs);
         if prepared.len() >= DEFER_BELOW || self.inner.wal.is_none() {
             verify_signatures(prepared.iter_mut());
         }
-        if prepared.len() >= DEFER_BELOW {
-            self.probe(&mut prepared);
+        prepared
+    }
+
+    /// [`Ledger::prepare`] for each submission (in parallel when there are
+    /// many), and the idempotency probe for calls of [`DEFER_BELOW`] or
+    /// more; signatures are left unverified.
+    fn validate_all(&self, subs: Vec<Submission>) -> Vec<Result<Prepared, AppendError>> {
+        use rayon::prelude::*;
+        if subs.len() < DEFER_BELOW {
+            return subs.into_iter().map(|s| self.prepare(s)).collect();
         }
+        let mut prepared: Vec<Result<Prepared, AppendError>> = subs.into_par_iter().map(|s| self.prepare(s)).collect();
+        self.probe(&mut prepared);
         prepared
     }
 
