@@ -243,6 +243,9 @@ impl Prepared {
 /// One caller's results, in the order of its records.
 type Results = Vec<Result<AppendReceipt, AppendError>>;
 
+/// Records validated for one commit (a chunk of a pipelined batch).
+type PreparedChunk = Vec<Result<Prepared, AppendError>>;
+
 /// What a waiting caller is woken for.
 enum Turn {
     /// Nothing yet.
@@ -613,15 +616,14 @@ impl Ledger {
             return self.commit_prepared(self.prepare_all(subs), true);
         }
         let n = subs.len();
-        type Chunk = Vec<Result<Prepared, AppendError>>;
         // With signatures, three stages, each a chunk ahead of the next:
         // validation (and the idempotency probe), signature verification,
         // the writer. The first two share the rayon pool, so the tail of
         // one chunk's verification leaves no core idle while the next chunk
         // is validated. Without signatures, validation feeds the writer.
         let verifying = subs.iter().any(|s| s.sig.is_some());
-        let (tx, validated) = std::sync::mpsc::sync_channel::<Chunk>(1);
-        let (vtx, rx) = std::sync::mpsc::sync_channel::<Chunk>(1);
+        let (tx, validated) = std::sync::mpsc::sync_channel::<PreparedChunk>(1);
+        let (vtx, rx) = std::sync::mpsc::sync_channel::<PreparedChunk>(1);
         std::thread::scope(|s| {
             let to_writer = vtx.clone();
             s.spawn(move || {
@@ -689,8 +691,8 @@ impl Ledger {
     /// the writer has stopped.
     fn hand_to_writer(
         &self,
-        to_writer: &std::sync::mpsc::SyncSender<Vec<Result<Prepared, AppendError>>>,
-        prepared: Vec<Result<Prepared, AppendError>>,
+        to_writer: &std::sync::mpsc::SyncSender<PreparedChunk>,
+        prepared: PreparedChunk,
         checkpointer: &mut Option<Option<Connection>>,
     ) -> bool {
         match to_writer.try_send(prepared) {
@@ -704,12 +706,12 @@ impl Ledger {
     }
 
     /// Called by the thread that hands a pipelined batch's chunks to the
-    /// writer (verifying signatures, or validating when there are none) when
-    /// the writer is still committing the chunk before: copies the WAL frames committed so
-    /// far into the database file (a PASSIVE checkpoint through a connection
-    /// of its own, opened on first use), so that the writer's automatic
-    /// checkpoint finds little left to copy and the WAL still restarts
-    /// whenever it reaches SQLite's checkpoint threshold. That copy was ~24%
+    /// writer (verifying signatures, or validating when there are none)
+    /// when the writer is still committing the chunk before: copies the WAL
+    /// frames committed so far into the database file (a PASSIVE checkpoint
+    /// through a connection of its own, opened on first use), so that the
+    /// writer's automatic checkpoint finds little left to copy and the WAL
+    /// still restarts whenever it reaches SQLite's checkpoint threshold. That copy was ~24%
     /// of the writer thread's time on 200,000-record batches (docs/perf,
     /// sixth round). PASSIVE never blocks the writer; if it fails, the
     /// writer's checkpoint copies everything, as it does otherwise. A

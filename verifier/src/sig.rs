@@ -243,13 +243,18 @@ mod tests {
         let mut forged = [0u8; 64];
         forged[..32].copy_from_slice((ED25519_BASEPOINT_POINT * s).compress().as_bytes());
         forged[32..].copy_from_slice(s.as_bytes());
-        let equation_holds = {
-            let r = curve25519_dalek::edwards::CompressedEdwardsY(forged[..32].try_into().expect("32"))
-                .decompress()
-                .expect("point");
-            curve25519_dalek::traits::IsIdentity::is_identity(&(ED25519_BASEPOINT_POINT * s - r).mul_by_cofactor())
-        };
-        assert!(equation_holds, "the forgery satisfies the equation; only the key check stands in its way");
+        // [8]([s]B − R − [k]A) = 0 whatever k = SHA-512(R ‖ A ‖ M) is.
+        let r = curve25519_dalek::edwards::CompressedEdwardsY(forged[..32].try_into().expect("32"))
+            .decompress()
+            .expect("point");
+        let a = weak.key().to_edwards();
+        for k in [Scalar::from(1u64), Scalar::from(987_654_321u64), -Scalar::from(5u64)] {
+            let lhs = (ED25519_BASEPOINT_POINT * s - r - a * k).mul_by_cofactor();
+            assert!(
+                curve25519_dalek::traits::IsIdentity::is_identity(&lhs),
+                "the forgery satisfies the equation; only the key check stands in its way"
+            );
+        }
         assert!(!verify(&weak, b"any message", &forged));
         let good: Vec<SignerKey> = (0..2).map(|i| key(20 + i)).collect();
         let vks: Vec<VerifierKey> = good.iter().map(SignerKey::verifier).collect();
