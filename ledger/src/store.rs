@@ -26,7 +26,7 @@ pub const TILE_HEIGHT: u8 = 4;
 /// Hashes per tile.
 pub const TILE_WIDTH: u64 = 1 << TILE_HEIGHT;
 /// The schema version this binary writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // v1
@@ -84,6 +84,23 @@ CREATE TABLE recent (
 INSERT INTO ids (idkey, seq) SELECT idkey, seq FROM entries ORDER BY idkey, seq;
 INSERT INTO meta (k, v) SELECT 'ids_upto', CAST(count(*) AS TEXT) FROM entries;
 DROP INDEX entries_idkey;
+",
+    // v3: the merged levels below `ids` (crate::idindex), so that merging
+    // into the index costs O(log n) per entry, not O(n), however large the
+    // ledger grows. `ids` stays level 1 as it was. A v2 binary still running
+    // would not look in the new levels, and could store a retry as a new
+    // entry: the merge state moves to a new key, and the old one holds a
+    // value v2 refuses, so each of its commits fails with this message.
+    r"
+CREATE TABLE ids_deep (
+    level INTEGER NOT NULL CHECK (level >= 2),
+    idkey INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (level, idkey, seq)
+) STRICT, WITHOUT ROWID;
+INSERT INTO meta (k, v) SELECT 'ids_merging', v FROM meta WHERE k = 'ids_merge';
+INSERT OR REPLACE INTO meta (k, v) VALUES ('ids_merge',
+    'migrated to schema v3: this process runs an older evident; restart it with the new binary');
 ",
 ];
 

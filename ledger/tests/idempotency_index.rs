@@ -1,6 +1,6 @@
-//! The two-level idempotency index (`evident_ledger::idindex`): retries and
-//! conflicts are found whichever level holds the original and whatever
-//! phase a merge is in, by any handle on the file; v1 files migrate; and
+//! The idempotency index (`evident_ledger::idindex`): retries and conflicts
+//! are found whichever level holds the original and whatever phase a merge
+//! or a compaction is in, by any handle on the file; v1 files migrate; and
 //! `verify-db` catches an index that disagrees with the entries.
 
 mod common;
@@ -32,7 +32,7 @@ fn count(c: &Connection, table: &str) -> u64 {
 
 /// The merge phase recorded in the file.
 fn phase(c: &Connection) -> &'static str {
-    let v: Option<String> = c.query_row("SELECT v FROM meta WHERE k = 'ids_merge'", [], |r| r.get(0)).ok();
+    let v: Option<String> = c.query_row("SELECT v FROM meta WHERE k = 'ids_merging'", [], |r| r.get(0)).ok();
     match v.as_deref() {
         None => "idle",
         Some(v) if v.ends_with(" done") => "deleting",
@@ -86,6 +86,98 @@ fn retries_and_conflicts_are_found_in_every_level_and_merge_phase() {
     let size = l.size().expect("size");
     assert_eq!(size, receipts.len() as u64 + 1, "no retry or conflict added an entry (seq 0 is the key event)");
     verify_db(&l, |_, _| {}).expect("verify-db passes");
+}
+
+/// Rows per level of `ids_deep`, deepest last.
+fn deep_levels(c: &Connection) -> Vec<(i64, u64)> {
+    let mut stmt = c.prepare("SELECT level, count(*) FROM ids_deep GROUP BY level ORDER BY level").expect("prepare");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query").map(|r| r.expect("row")).collect()
+}
+
+/// With the smallest `merge_min`, level 1 (`ids`) holds 128 rows before it
+/// is compacted into level 2, which holds 1,024 before level 3: a few
+/// thousand appends, from two handles taking turns, run through several
+/// compactions of each level while merges continue. Retries and conflicts
+/// are found in every level, and `verify-db` checks every level.
+#[test]
+fn retries_and_conflicts_are_found_in_compacted_levels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = options(dir.path());
+    o.merge_min = 1;
+    let a = Ledger::create(o.clone()).expect("create");
+    a.add_key("deploy-bot", &common::producer_key().verifier(), Some("2020-01-01T00:00:00Z")).expect("key");
+    let b = Ledger::open(o.clone()).expect("second handle");
+    let c = db(dir.path());
+    let compacting = |c: &Connection| -> Option<i64> {
+        let v: Option<String> = c.query_row("SELECT v FROM meta WHERE k = 'ids_compact'", [], |r| r.get(0)).ok();
+        v.and_then(|v| v.split(' ').next().and_then(|f| f.parse().ok()))
+    };
+    let mut receipts: Vec<AppendReceipt> = Vec::new();
+    let mut compacted_from = BTreeSet::new();
+    let mut round = 0;
+    while receipts.len() < 3000 {
+        let l = if round % 3 == 0 { &b } else { &a };
+        let n = receipts.len();
+        let size = 1 + (round * 13) % 41;
+        for (i, r) in l.append_batch((n..n + size).map(record).collect()).into_iter().enumerate() {
+            let r = r.unwrap_or_else(|e| panic!("record {}: {e}", n + i));
+            assert!(!r.duplicate, "record {} is new", n + i);
+            receipts.push(r);
+        }
+        compacted_from.extend(compacting(&c));
+        if round % 5 == 0 {
+            let old = (round * 97) % receipts.len();
+            assert_retry(l, old, &receipts[old]);
+        }
+        round += 1;
+    }
+    assert_eq!(compacted_from, BTreeSet::from([1, 2]), "level 1 and level 2 were compacted");
+    let deep = deep_levels(&c);
+    assert!(deep.len() >= 2 && deep.iter().all(|&(l, _)| l >= 2), "levels 2 and 3 hold rows: {deep:?}");
+    let in_ids = count(&c, "ids");
+    let in_deep: u64 = deep.iter().map(|&(_, n)| n).sum();
+    assert!(in_deep > in_ids, "most rows are below level 1: {in_ids} in ids, {deep:?}");
+    // Each handle finds every record, whichever level holds it now.
+    for l in [&a, &b] {
+        for n in (0..receipts.len()).step_by(53) {
+            assert_retry(l, n, &receipts[n]);
+        }
+    }
+    let again = b.append_batch((0..receipts.len()).map(record).collect());
+    for (n, (r, original)) in again.into_iter().zip(&receipts).enumerate() {
+        let r = r.unwrap_or_else(|e| panic!("record {n}: {e}"));
+        assert!(r.duplicate && r.seq == original.seq, "record {n} is a duplicate of seq {}", original.seq);
+    }
+    assert_eq!(a.size().expect("size"), receipts.len() as u64 + 1, "no retry or conflict added an entry");
+    verify_db(&a, |_, _| {}).expect("verify-db passes");
+    drop((a, b));
+
+    // verify-db checks the deep levels too.
+    let edits = [
+        ("a row missing from a deep level", "DELETE FROM ids_deep WHERE seq = (SELECT min(seq) FROM ids_deep)"),
+        (
+            "a row in two levels",
+            "INSERT INTO ids_deep SELECT level + 1, idkey, seq FROM ids_deep WHERE seq = (SELECT max(seq) FROM ids_deep)",
+        ),
+        (
+            "a deep row moved to another seq",
+            "UPDATE ids_deep SET seq = seq + 1 WHERE seq = (SELECT max(seq) FROM ids_deep)",
+        ),
+    ];
+    for (what, sql) in edits {
+        let copy = tempfile::tempdir().expect("tempdir");
+        std::fs::copy(dir.path().join("ledger.db"), copy.path().join("ledger.db")).expect("copy");
+        db(copy.path()).execute_batch(sql).unwrap_or_else(|e| panic!("{what}: {e}"));
+        let mut o = options(copy.path());
+        o.merge_min = 1;
+        let l = Ledger::open(o).expect("open");
+        match verify_db(&l, |_, _| {}) {
+            Err(VerifyDbError::Mismatch { seq: None, what: msg }) => {
+                assert!(msg.contains("idempotency index"), "{what}: {msg}")
+            }
+            other => panic!("{what}: verify-db must fail on the index, got {other:?}"),
+        }
+    }
 }
 
 #[test]
@@ -145,14 +237,15 @@ fn a_version_1_ledger_is_migrated() {
     // Back to the v1 layout, as a v1 binary left it.
     db(dir.path())
         .execute_batch(
-            "DROP TABLE ids; DROP TABLE recent; DELETE FROM meta WHERE k IN ('ids_merge', 'ids_upto');
+            "DROP TABLE ids; DROP TABLE recent; DROP TABLE ids_deep;
+             DELETE FROM meta WHERE k IN ('ids_merge', 'ids_merging', 'ids_upto', 'ids_levels', 'ids_compact');
              CREATE INDEX entries_idkey ON entries(idkey); PRAGMA user_version = 1;",
         )
         .expect("downgrade");
     let l = Ledger::open(options(dir.path())).expect("open migrates");
     let c = db(dir.path());
     let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
     assert_eq!((count(&c, "ids"), count(&c, "recent")), (301, 0), "every entry moved to ids");
     let old_index: i64 =
         c.query_row("SELECT count(*) FROM sqlite_master WHERE name = 'entries_idkey'", [], |r| r.get(0)).expect("q");
@@ -305,4 +398,84 @@ fn a_new_handle_finds_retries_in_its_first_commit() {
     assert_retry(&fresh, 100, &mixed[0]);
     assert_retry(&fresh, 98, &receipts[98]);
     verify_db(&fresh, |_, _| {}).expect("verify-db passes");
+}
+
+/// A handle whose set still holds rows that another handle has since
+/// merged and compacted into level 2 must not copy them into `ids` again
+/// when it next commits during a merge: each entry stays in one level.
+#[test]
+fn a_handle_that_slept_through_a_compaction_does_not_merge_its_rows_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut o = options(dir.path());
+    o.merge_min = 1;
+    let a = Ledger::create(o.clone()).expect("create");
+    a.add_key("deploy-bot", &common::producer_key().verifier(), Some("2020-01-01T00:00:00Z")).expect("key");
+    let b = Ledger::open(o).expect("second handle");
+    // b's second commit loads its set: seqs 0 (the key event) to 2.
+    let mut receipts = vec![b.append(record(0)).expect("b"), b.append(record(1)).expect("b")];
+    let c = db(dir.path());
+    let in_level = |c: &Connection, seq: u64| -> (u64, u64) {
+        let ids: u64 = c.query_row("SELECT count(*) FROM ids WHERE seq = ?1", [seq], |r| r.get(0)).expect("ids");
+        let deep: u64 = c.query_row("SELECT count(*) FROM ids_deep WHERE seq = ?1", [seq], |r| r.get(0)).expect("deep");
+        (ids, deep)
+    };
+    let compacting = |c: &Connection| count_where(c, "meta", "k = 'ids_compact'") > 0;
+    // a appends until b's entries are in level 2 and the next merge copies.
+    let mut n = 2;
+    while !(in_level(&c, 2) == (0, 1) && !compacting(&c) && phase(&c) == "copying") {
+        receipts.push(a.append(record(n)).expect("append"));
+        n += 1;
+        assert!(n < 5000, "no compaction moved b's rows");
+    }
+    b.append(record(n)).expect("b commits during the merge");
+    for seq in [1, 2] {
+        assert_eq!(in_level(&c, seq), (0, 1), "seq {seq} stays in level 2 alone");
+    }
+    for k in [0, 1, n / 2] {
+        assert_retry(&b, k, &receipts[k]);
+    }
+    verify_db(&b, |_, _| {}).expect("verify-db passes");
+}
+
+fn count_where(c: &Connection, table: &str, cond: &str) -> u64 {
+    c.query_row(&format!("SELECT count(*) FROM {table} WHERE {cond}"), [], |r| r.get(0)).expect("count")
+}
+
+/// A ledger written by a v2 binary, in the middle of a merge, migrates to
+/// v3: the merge continues under its new key, and the old key holds a
+/// value a v2 binary's merge step refuses (its first word is not a seq),
+/// so a v2 process still running cannot append without the deep levels.
+#[test]
+fn a_version_2_ledger_is_migrated_mid_merge() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = new_ledger(dir.path());
+    let c = db(dir.path());
+    let mut receipts = Vec::new();
+    while phase(&c) != "copying" || receipts.len() < 100 {
+        receipts.push(l.append(record(receipts.len())).expect("append"));
+    }
+    drop(l);
+    let merging: String = c.query_row("SELECT v FROM meta WHERE k = 'ids_merging'", [], |r| r.get(0)).expect("state");
+    // Back to the v2 layout, as a v2 binary left it.
+    c.execute_batch(
+        "DROP TABLE ids_deep; DELETE FROM meta WHERE k IN ('ids_levels', 'ids_compact', 'ids_merge');
+         UPDATE meta SET k = 'ids_merge' WHERE k = 'ids_merging'; PRAGMA user_version = 2;",
+    )
+    .expect("downgrade");
+    let l = Ledger::open(options(dir.path())).expect("open migrates");
+    let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).expect("version");
+    assert_eq!(version, 3);
+    let meta = |k: &str| -> String { c.query_row("SELECT v FROM meta WHERE k = ?1", [k], |r| r.get(0)).expect(k) };
+    assert_eq!(meta("ids_merging"), merging, "the merge state moved to its new key");
+    let poison = meta("ids_merge");
+    assert!(poison.split(' ').next().and_then(|b| b.parse::<u64>().ok()).is_none(), "v2 refuses {poison:?}");
+    assert!(poison.contains("restart"), "{poison}");
+    // The merge goes on from where it stood.
+    while phase(&c) != "idle" {
+        receipts.push(l.append(record(receipts.len())).expect("append"));
+    }
+    for n in [0, receipts.len() / 2, receipts.len() - 1] {
+        assert_retry(&l, n, &receipts[n]);
+    }
+    verify_db(&l, |_, _| {}).expect("verify-db passes");
 }
