@@ -111,7 +111,23 @@ pub struct LedgerOptions {
     /// unless set. Tests lower it to exercise merges on small ledgers; a
     /// higher value keeps more in memory (17–34 bytes per entry).
     pub merge_min: u64,
+    /// Most bytes of the database file that the handle's writer and reader
+    /// connections map into memory (SQLite's memory-mapped I/O):
+    /// [`DEFAULT_MMAP_BYTES`] unless set; 0 reads every page with `pread`.
+    /// A mapped page is read in place, so lookups no longer pay a copy of a
+    /// 16 KiB page each time another connection's commit has emptied the
+    /// reader's page cache. Costs address space, not memory: the pages
+    /// touched are the kernel's page cache, shared, though they count in
+    /// the process's RSS. An I/O error on a mapped page raises SIGBUS
+    /// instead of an error (SQLite maps read-only; writes are unchanged).
+    pub mmap_bytes: u64,
 }
+
+/// Default for [`LedgerOptions::mmap_bytes`]: 1 TiB, i.e. the whole file.
+/// (The workspace builds SQLite with this as its limit,
+/// `SQLITE_MAX_MMAP_SIZE` in `.cargo/config.toml`; SQLite's own default
+/// limit is 2 GB, beyond which a larger value is cut.)
+pub const DEFAULT_MMAP_BYTES: u64 = 1 << 40;
 
 /// A source of the current time.
 #[derive(Clone)]
@@ -160,6 +176,7 @@ impl LedgerOptions {
             privacy: Default::default(),
             clock: Clock::system(),
             merge_min: crate::idindex::MERGE_MIN,
+            mmap_bytes: DEFAULT_MMAP_BYTES,
         }
     }
 }
@@ -471,6 +488,10 @@ impl Ledger {
             return Err(LedgerError::Identity { what: "ledger key", found: key, expected: ours });
         }
         let reader = store::open_connection(&opts.path, opts.synchronous)?;
+        for c in [&conn, &reader] {
+            let bytes = i64::try_from(opts.mmap_bytes).unwrap_or(i64::MAX);
+            c.pragma_update(None, "mmap_size", bytes).map_err(|e| StoreError::open(&opts.path, e))?;
+        }
         let keys = load_keys(&conn)?;
         // Appends commit without SQLite's fsync and make the WAL durable
         // themselves, after the write lock is released (crate::wal_sync).
@@ -1491,6 +1512,25 @@ mod tests {
     /// behind: it copies committed WAL frames into the database file. Its
     /// errors are ignored (the writer's own checkpoint is the fallback), so
     /// only this test notices if it stops doing anything.
+    /// The writer and the reader map the file as configured, beyond
+    /// SQLite's stock 2 GB limit (which would cut the value silently if the
+    /// build's `SQLITE_MAX_MMAP_SIZE` were missing), and not at all with 0.
+    #[test]
+    fn connections_map_the_file_as_configured() {
+        let mapped = |bytes: u64| -> (i64, i64) {
+            let dir = tempfile::tempdir().expect("dir");
+            let mut o = options(dir.path());
+            o.mmap_bytes = bytes;
+            let l = Ledger::create(o).expect("create");
+            let q = |c: &Connection| c.pragma_query_value(None, "mmap_size", |r| r.get::<_, i64>(0)).expect("pragma");
+            let w = q(&lock(&l.inner.writer).conn);
+            let r = q(&l.reader());
+            (w, r)
+        };
+        assert_eq!(mapped(DEFAULT_MMAP_BYTES), (1 << 40, 1 << 40));
+        assert_eq!(mapped(0), (0, 0));
+    }
+
     #[test]
     fn checkpoint_meanwhile_copies_committed_frames_into_the_database() {
         let dir = tempfile::tempdir().expect("dir");

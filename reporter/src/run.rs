@@ -171,7 +171,10 @@ impl Reporter {
         let path = cfg.ledger.clone();
         let bad = |why: String| ReportError::Config { path: Some(path.clone()), why };
         let lc = evident_ledger::config::Config::load(&path).map_err(|e| bad(chain(&e)))?;
-        let opts = lc.options().map_err(|e| bad(chain(&e)))?;
+        let mut opts = lc.options().map_err(|e| bad(chain(&e)))?;
+        // A pack build reads each entry once: mapping the file gains nothing
+        // there, and every page read would count in the process's RSS.
+        opts.mmap_bytes = 0;
         let ledger =
             Ledger::open(opts).map_err(ReportError::ledger(format!("opening the ledger of {}", path.display())))?;
         Reporter::with_ledger(cfg, ledger)
