@@ -40,6 +40,16 @@ fn phase(c: &Connection) -> &'static str {
     }
 }
 
+/// Appends the next `size` records in one batch; each must be new.
+fn append_new(l: &Ledger, receipts: &mut Vec<AppendReceipt>, size: usize) {
+    let n = receipts.len();
+    for (i, r) in l.append_batch((n..n + size).map(record).collect()).into_iter().enumerate() {
+        let r = r.unwrap_or_else(|e| panic!("record {}: {e}", n + i));
+        assert!(!r.duplicate, "record {} is new", n + i);
+        receipts.push(r);
+    }
+}
+
 fn assert_retry(l: &Ledger, n: usize, original: &AppendReceipt) {
     let again = l.append(record(n)).expect("a retry is accepted");
     assert!(again.duplicate, "record {n}: a retry is reported as a duplicate");
@@ -60,13 +70,7 @@ fn retries_and_conflicts_are_found_in_every_level_and_merge_phase() {
     let mut receipts: Vec<AppendReceipt> = Vec::new();
     let mut phases = BTreeSet::new();
     for round in 0..80 {
-        let n = receipts.len();
-        let size = 1 + (round * 7) % 23;
-        for (i, r) in l.append_batch((n..n + size).map(record).collect()).into_iter().enumerate() {
-            let r = r.unwrap_or_else(|e| panic!("record {}: {e}", n + i));
-            assert!(!r.duplicate, "record {} is new", n + i);
-            receipts.push(r);
-        }
+        append_new(&l, &mut receipts, 1 + (round * 7) % 23);
         phases.insert(phase(&c));
         // An old record (merged long ago), a middling one and the newest.
         for old in [(round * 37) % receipts.len(), receipts.len() / 2, receipts.len() - 1] {
@@ -94,6 +98,17 @@ fn deep_levels(c: &Connection) -> Vec<(i64, u64)> {
     stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).expect("query").map(|r| r.expect("row")).collect()
 }
 
+/// A new ledger and a second handle on it, with the smallest `merge_min`
+/// (merges capped at 16 rows, level 1 at 128, level 2 at 1,024).
+fn two_handles_compacting_early(dir: &Path) -> (Ledger, Ledger) {
+    let mut o = options(dir);
+    o.merge_min = 1;
+    let a = Ledger::create(o.clone()).expect("create");
+    a.add_key("deploy-bot", &common::producer_key().verifier(), Some("2020-01-01T00:00:00Z")).expect("key");
+    let b = Ledger::open(o).expect("second handle");
+    (a, b)
+}
+
 /// With the smallest `merge_min`, level 1 (`ids`) holds 128 rows before it
 /// is compacted into level 2, which holds 1,024 before level 3: a few
 /// thousand appends, from two handles taking turns, run through several
@@ -102,11 +117,7 @@ fn deep_levels(c: &Connection) -> Vec<(i64, u64)> {
 #[test]
 fn retries_and_conflicts_are_found_in_compacted_levels() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut o = options(dir.path());
-    o.merge_min = 1;
-    let a = Ledger::create(o.clone()).expect("create");
-    a.add_key("deploy-bot", &common::producer_key().verifier(), Some("2020-01-01T00:00:00Z")).expect("key");
-    let b = Ledger::open(o.clone()).expect("second handle");
+    let (a, b) = two_handles_compacting_early(dir.path());
     let c = db(dir.path());
     let compacting = |c: &Connection| -> Option<i64> {
         let v: Option<String> = c.query_row("SELECT v FROM meta WHERE k = 'ids_compact'", [], |r| r.get(0)).ok();
@@ -117,13 +128,7 @@ fn retries_and_conflicts_are_found_in_compacted_levels() {
     let mut round = 0;
     while receipts.len() < 3000 {
         let l = if round % 3 == 0 { &b } else { &a };
-        let n = receipts.len();
-        let size = 1 + (round * 13) % 41;
-        for (i, r) in l.append_batch((n..n + size).map(record).collect()).into_iter().enumerate() {
-            let r = r.unwrap_or_else(|e| panic!("record {}: {e}", n + i));
-            assert!(!r.duplicate, "record {} is new", n + i);
-            receipts.push(r);
-        }
+        append_new(l, &mut receipts, 1 + (round * 13) % 41);
         compacted_from.extend(compacting(&c));
         if round % 5 == 0 {
             let old = (round * 97) % receipts.len();
@@ -164,12 +169,18 @@ fn retries_and_conflicts_are_found_in_compacted_levels() {
             "UPDATE ids_deep SET seq = seq + 1 WHERE seq = (SELECT max(seq) FROM ids_deep)",
         ),
     ];
+    assert_verify_db_catches(dir.path(), 1, &edits);
+}
+
+/// Applies each edit to its own copy of the ledger in `dir`, and requires
+/// `verify-db` to fail on the idempotency index.
+fn assert_verify_db_catches(dir: &Path, merge_min: u64, edits: &[(&str, &str)]) {
     for (what, sql) in edits {
         let copy = tempfile::tempdir().expect("tempdir");
-        std::fs::copy(dir.path().join("ledger.db"), copy.path().join("ledger.db")).expect("copy");
+        std::fs::copy(dir.join("ledger.db"), copy.path().join("ledger.db")).expect("copy");
         db(copy.path()).execute_batch(sql).unwrap_or_else(|e| panic!("{what}: {e}"));
         let mut o = options(copy.path());
-        o.merge_min = 1;
+        o.merge_min = merge_min;
         let l = Ledger::open(o).expect("open");
         match verify_db(&l, |_, _| {}) {
             Err(VerifyDbError::Mismatch { seq: None, what: msg }) => {
@@ -314,18 +325,7 @@ fn verify_db_catches_an_index_that_disagrees_with_the_entries() {
             "INSERT INTO recent SELECT seq + 1, idkeys FROM recent WHERE seq = (SELECT max(seq) FROM recent)",
         ),
     ];
-    for (what, sql) in edits {
-        let copy = tempfile::tempdir().expect("tempdir");
-        std::fs::copy(dir.path().join("ledger.db"), copy.path().join("ledger.db")).expect("copy");
-        db(copy.path()).execute_batch(sql).unwrap_or_else(|e| panic!("{what}: {e}"));
-        let l = Ledger::open(options(copy.path())).expect("open");
-        match verify_db(&l, |_, _| {}) {
-            Err(VerifyDbError::Mismatch { seq: None, what: msg }) => {
-                assert!(msg.contains("idempotency index"), "{what}: {msg}")
-            }
-            other => panic!("{what}: verify-db must fail on the index, got {other:?}"),
-        }
-    }
+    assert_verify_db_catches(dir.path(), options(dir.path()).merge_min, &edits);
     let l = Ledger::open(options(dir.path())).expect("open");
     verify_db(&l, |_, _| {}).expect("the untouched file passes");
 }
@@ -406,11 +406,7 @@ fn a_new_handle_finds_retries_in_its_first_commit() {
 #[test]
 fn a_handle_that_slept_through_a_compaction_does_not_merge_its_rows_again() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut o = options(dir.path());
-    o.merge_min = 1;
-    let a = Ledger::create(o.clone()).expect("create");
-    a.add_key("deploy-bot", &common::producer_key().verifier(), Some("2020-01-01T00:00:00Z")).expect("key");
-    let b = Ledger::open(o).expect("second handle");
+    let (a, b) = two_handles_compacting_early(dir.path());
     // b's second commit loads its set: seqs 0 (the key event) to 2.
     let mut receipts = vec![b.append(record(0)).expect("b"), b.append(record(1)).expect("b")];
     let c = db(dir.path());
