@@ -151,16 +151,12 @@ impl Merge {
 
     fn write(self, conn: &Connection) -> Result<(), StoreError> {
         let v = match self {
-            Merge::Idle => {
-                conn.prepare_cached("DELETE FROM meta WHERE k = ?1")?.execute([STATE_KEY])?;
-                return Ok(());
-            }
+            Merge::Idle => return set_meta(conn, STATE_KEY, None),
             Merge::Copying { bound, after: None } => format!("{bound} start"),
             Merge::Copying { bound, after: Some((k, s)) } => format!("{bound} {k} {s}"),
             Merge::Deleting { bound } => format!("{bound} done"),
         };
-        conn.prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)")?.execute(params![STATE_KEY, v])?;
-        Ok(())
+        set_meta(conn, STATE_KEY, Some(&v))
     }
 }
 
@@ -186,9 +182,7 @@ impl Levels {
 
     fn write(&self, conn: &Connection) -> Result<(), StoreError> {
         let v: Vec<String> = self.0.iter().map(u64::to_string).collect();
-        conn.prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)")?
-            .execute(params![LEVELS_KEY, v.join(" ")])?;
-        Ok(())
+        set_meta(conn, LEVELS_KEY, Some(&v.join(" ")))
     }
 
     /// The levels of `ids_deep` (2 and up).
@@ -227,13 +221,8 @@ impl Compaction {
     }
 
     fn write(state: Option<Compaction>, conn: &Connection) -> Result<(), StoreError> {
-        match state {
-            None => conn.prepare_cached("DELETE FROM meta WHERE k = ?1")?.execute([COMPACT_KEY])?,
-            Some(c) => conn
-                .prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)")?
-                .execute(params![COMPACT_KEY, format!("{} {} {} {}", c.from, c.moved, c.after.0, c.after.1)])?,
-        };
-        Ok(())
+        let v = state.map(|c| format!("{} {} {} {}", c.from, c.moved, c.after.0, c.after.1));
+        set_meta(conn, COMPACT_KEY, v.as_deref())
     }
 }
 
@@ -619,8 +608,7 @@ impl IdIndex {
                     Merge::Idle.write(conn)?;
                     self.levels.0[0] += bound.saturating_sub(merged_upto(conn)?);
                     self.levels.write(conn)?;
-                    conn.prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)")?
-                        .execute(params![INDEXED_FROM_KEY, bound.to_string()])?;
+                    set_meta(conn, INDEXED_FROM_KEY, Some(&bound.to_string()))?;
                     pending.prune_below = Some(bound);
                 } else {
                     let base = (self.merge_min / 16).clamp(1, 4096);
@@ -790,6 +778,17 @@ fn merged_upto(conn: &Connection) -> Result<u64, StoreError> {
 fn lowest_recent(conn: &Connection) -> Result<Option<u64>, StoreError> {
     let lo: Option<i64> = conn.prepare_cached("SELECT min(seq) FROM recent")?.query_row([], |r| r.get(0))?;
     lo.map(to_u64).transpose()
+}
+
+/// Sets a meta value, or with `None` removes it.
+fn set_meta(conn: &Connection, key: &str, value: Option<&str>) -> Result<(), StoreError> {
+    match value {
+        Some(v) => {
+            conn.prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)")?.execute(params![key, v])?
+        }
+        None => conn.prepare_cached("DELETE FROM meta WHERE k = ?1")?.execute([key])?,
+    };
+    Ok(())
 }
 
 /// A meta value, through the statement cache (read on every commit).
