@@ -16,6 +16,22 @@ use evident_verify::hash::leaf_hash;
 
 const CHILD: &str = "EVIDENT_TEST_CHILD_DIR";
 
+/// Ledger options for these tests: the smallest `merge_min`, so that the
+/// idempotency index merges every few commits and compacts its levels every
+/// few hundred entries, in the children being killed and in the two
+/// processes alike.
+fn compacting_options(dir: &std::path::Path) -> evident_ledger::LedgerOptions {
+    let mut o = options(dir);
+    o.merge_min = 1;
+    o
+}
+
+/// Rows in the index's deeper levels (compactions have run).
+fn deep_rows(dir: &std::path::Path) -> i64 {
+    let c = rusqlite::Connection::open(dir.join("ledger.db")).expect("open db");
+    c.query_row("SELECT count(*) FROM ids_deep", [], |r| r.get(0)).expect("count")
+}
+
 /// Child mode: appends from `THREADS` threads until killed or `COUNT` each.
 #[test]
 fn child_appender() {
@@ -23,7 +39,7 @@ fn child_appender() {
     let prefix = std::env::var("EVIDENT_TEST_PREFIX").expect("prefix");
     let threads: usize = std::env::var("EVIDENT_TEST_THREADS").expect("threads").parse().expect("number");
     let count: usize = std::env::var("EVIDENT_TEST_COUNT").expect("count").parse().expect("number");
-    let l = Ledger::open(options(std::path::Path::new(&dir))).expect("open ledger");
+    let l = Ledger::open(compacting_options(std::path::Path::new(&dir))).expect("open ledger");
     if let Ok(n) = std::env::var("EVIDENT_TEST_BATCH") {
         // One `append_batch` of n records; every receipt printed after it returns.
         let n: usize = n.parse().expect("number");
@@ -121,15 +137,16 @@ fn sigkill_during_appends_loses_nothing_acknowledged() {
         child.wait().expect("reap");
         let receipts = reader.join().expect("reader");
         total += receipts.len();
-        let l = Ledger::open(options(dir.path())).expect("reopen after kill");
+        let l = Ledger::open(compacting_options(dir.path())).expect("reopen after kill");
         check_receipts(&l, &receipts);
         // Appending resumes after the crash.
         l.append(record(1_000_000 + round)).expect("append after crash");
     }
-    let l = Ledger::open(options(dir.path())).expect("open");
+    let l = Ledger::open(compacting_options(dir.path())).expect("open");
     let rep = verify_db(&l, |_, _| {}).expect("verify-db after 20 kills");
     println!("20 SIGKILL rounds: {total} acknowledged receipts all present; {} entries verified", rep.entries);
     assert!(total > 20, "children should have appended something before being killed");
+    assert!(deep_rows(dir.path()) > 0, "the index compacted levels while children were killed");
 }
 
 #[test]
@@ -143,7 +160,7 @@ fn two_processes_append_to_one_file() {
     assert!(b.wait().expect("b").success(), "process b failed");
     let (ra, rb) = (ra.join().expect("a"), rb.join().expect("b"));
     assert_eq!((ra.len(), rb.len()), (400, 400));
-    let l = Ledger::open(options(dir.path())).expect("open");
+    let l = Ledger::open(compacting_options(dir.path())).expect("open");
     assert_eq!(l.size().expect("size"), 801, "one key event and 800 records, nothing lost or duplicated");
     let mut seqs: Vec<u64> = ra.iter().chain(&rb).map(|r| r.0).collect();
     seqs.sort_unstable();
@@ -152,6 +169,7 @@ fn two_processes_append_to_one_file() {
     check_receipts(&l, &ra);
     check_receipts(&l, &rb);
     verify_db(&l, |_, _| {}).expect("one consistent tree");
+    assert!(deep_rows(dir.path()) > 0, "the two processes compacted the index's levels");
 }
 
 /// What one line of `strace -f -y` output says, for the check below.
@@ -307,7 +325,7 @@ fn a_pipelined_batch_returns_after_an_fsync_of_all_its_writes() {
         traced_child("batch", &[("EVIDENT_TEST_COUNT", "0".into()), ("EVIDENT_TEST_BATCH", n.to_string())]);
     assert_eq!(calls.iter().filter(|c| c.0 == Call::Receipt).count(), n, "the trace shows every receipt");
     assert_eq!(unsynced_receipts(&calls), Vec::<usize>::new(), "receipts printed before their WAL writes were synced");
-    let l = Ledger::open(options(dir.path())).expect("reopen");
+    let l = Ledger::open(compacting_options(dir.path())).expect("reopen");
     assert_eq!(l.size().expect("size"), n as u64 + 1, "the producer key event and the batch");
     verify_db(&l, |_, _| {}).expect("verify-db after the batch");
 }
