@@ -185,13 +185,13 @@ def main():
         ws = ig["windows"]
         first, last = ws[0], ws[-1]
         peak = max(ws, key=lambda x: x["written_per_record"])
-        mm = ig["merge_min"]
+        l1, l2 = ig["level_capacity"]
         growth = last["written_per_record"] / first["written_per_record"]
         w(f"| bytes written per record while a ledger grows to {ig['entries']:,} entries (`cargo bench -p evident-ledger --bench index_growth`; "
           f"batches of {ig['batch']:,} minimal records, `synchronous = normal`, each window checkpointed; the index scaled 64× down: "
-          f"`merge_min` {mm:,}, merges capped at {16 * mm:,} rows, level 1 at {128 * mm:,}, level 2 at {1024 * mm:,}) "
+          f"`merge_min` {ig['merge_min']:,}, merges capped at {ig['merge_cap']:,} rows, level 1 at {l1:,}, level 2 at {l2:,}) "
           f"| last window ({last['from']:,}–{last['to']:,}): {last['written_per_record']:,.0f} B/record; "
-          f"largest ({peak['from']:,}–{peak['to']:,}, a compaction): {peak['written_per_record']:,.0f} B "
+          f"largest window ({peak['from']:,}–{peak['to']:,}): {peak['written_per_record']:,.0f} B "
           f"| first window (0–{first['to']:,}): {first['written_per_record']:,.0f} B/record "
           f"| {growth:.2f}× | does not grow with the ledger (≤ 1.5× the first window) | {verdict(growth <= 1.5)} |")
     w("")

@@ -18,6 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use evident_ledger::idindex;
 use evident_ledger::store::Synchronous;
 use evident_ledger::{Ledger, LedgerOptions, Submission};
 use evident_verify::leaf::Record;
@@ -128,6 +129,10 @@ fn main() {
     println!("index_growth: {entries} entries in {:.0} s", start.elapsed().as_secs_f64());
     let out = target_dir().join("criterion/index_growth");
     std::fs::create_dir_all(&out).expect("dir");
-    let report = json!({"entries": entries, "merge_min": MERGE_MIN, "batch": BATCH, "windows": rows});
+    let report = json!({
+        "entries": entries, "merge_min": MERGE_MIN, "batch": BATCH, "windows": rows,
+        "merge_cap": idindex::merge_cap(MERGE_MIN),
+        "level_capacity": [idindex::level_capacity(MERGE_MIN, 1), idindex::level_capacity(MERGE_MIN, 2)],
+    });
     std::fs::write(out.join("index_growth.json"), format!("{report:#}\n")).expect("write index_growth.json");
 }

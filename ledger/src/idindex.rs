@@ -620,18 +620,12 @@ impl IdIndex {
         self.compact(conn, records)
     }
 
-    /// Most rows of `recent` before a merge starts: [`MERGE_MAX`] by
-    /// default, and as many times a lower `merge_min` as [`MERGE_MAX`] is
-    /// of [`MERGE_MIN`] (so tests reach capped merges on small ledgers).
     fn merge_cap(&self) -> u64 {
-        self.merge_min.saturating_mul(MERGE_MAX / MERGE_MIN).min(MERGE_MAX).max(self.merge_min)
+        merge_cap(self.merge_min)
     }
 
-    /// Rows merged level `level` holds before it is compacted into the
-    /// next: [`LEVEL_RATIO`] times the largest merge for level 1 (8M by
-    /// default), and [`LEVEL_RATIO`] times the level above for the others.
     fn capacity(&self, level: usize) -> u64 {
-        (0..level).fold(self.merge_cap(), |c, _| c.saturating_mul(LEVEL_RATIO))
+        level_capacity(self.merge_min, level)
     }
 
     /// Takes one compaction step, scaled to a commit of `records` records,
@@ -727,6 +721,22 @@ impl IdIndex {
             self.floor = below;
         }
     }
+}
+
+/// Most rows of `recent` before a merge starts, for a ledger opened with
+/// `merge_min`: [`MERGE_MAX`] by default, and as many times a lower
+/// `merge_min` as [`MERGE_MAX`] is of [`MERGE_MIN`] (so tests reach capped
+/// merges on small ledgers).
+pub fn merge_cap(merge_min: u64) -> u64 {
+    let merge_min = merge_min.max(1);
+    merge_min.saturating_mul(MERGE_MAX / MERGE_MIN).min(MERGE_MAX).max(merge_min)
+}
+
+/// Rows merged level `level` (1 is `ids`) holds before it is compacted into
+/// the next: [`LEVEL_RATIO`] times the largest merge for level 1 (8M by
+/// default), and [`LEVEL_RATIO`] times the level above for the others.
+pub fn level_capacity(merge_min: u64, level: usize) -> u64 {
+    (0..level).fold(merge_cap(merge_min), |c, _| c.saturating_mul(LEVEL_RATIO))
 }
 
 /// Writes the missing row of `recent` for entries `lo..hi` from their

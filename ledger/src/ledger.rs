@@ -1508,10 +1508,6 @@ mod tests {
         })
     }
 
-    /// What a pipelined batch's preparing thread runs while the writer is
-    /// behind: it copies committed WAL frames into the database file. Its
-    /// errors are ignored (the writer's own checkpoint is the fallback), so
-    /// only this test notices if it stops doing anything.
     /// The writer and the reader map the file as configured, beyond
     /// SQLite's stock 2 GB limit (which would cut the value silently if the
     /// build's `SQLITE_MAX_MMAP_SIZE` were missing), and not at all with 0.
@@ -1531,6 +1527,10 @@ mod tests {
         assert_eq!(mapped(0), (0, 0));
     }
 
+    /// What a pipelined batch's preparing thread runs while the writer is
+    /// behind: it copies committed WAL frames into the database file. Its
+    /// errors are ignored (the writer's own checkpoint is the fallback), so
+    /// only this test notices if it stops doing anything.
     #[test]
     fn checkpoint_meanwhile_copies_committed_frames_into_the_database() {
         let dir = tempfile::tempdir().expect("dir");
