@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use evident_verify::checkpoint::{self, Checkpoint};
 use evident_verify::hash::{Hash, TreeHead, leaf_hash};
 use evident_verify::keys::{KeyEventBody, KeyHistory};
-use evident_verify::leaf::{Entry, ProducerSig, Record};
+use evident_verify::leaf::{Entry, LeafStart, ProducerSig, Record};
 use evident_verify::merkle::{self, CompactRange};
 use evident_verify::note::{SignerKey, VerifierKey};
 use evident_verify::receipt::{RECEIPT_FORMAT, Receipt as ReceiptFile};
@@ -236,6 +236,9 @@ struct Prepared {
     sig: Option<ProducerSig>,
     /// JCS(rec) as stored and signed.
     rec_jcs: Vec<u8>,
+    /// The leaf hash over `rec_jcs`, computed here so that the writer
+    /// hashes only the envelope's tail.
+    leaf_start: LeafStart,
     /// JCS(sig), spliced into the leaf.
     sig_jcs: Option<Vec<u8>>,
     /// For a record the ledger committed itself: JCS of the record as
@@ -588,7 +591,8 @@ impl Ledger {
         }
         let dedup_raw = raw_jcs.filter(|_| !vault.is_empty());
         let sig_jcs = sig.as_ref().map(ProducerSig::canonical_bytes);
-        Ok(Prepared { rec, sig, rec_jcs, sig_jcs, dedup_raw, unverified, idkey, vault, probe: None })
+        let leaf_start = LeafStart::new(&rec_jcs);
+        Ok(Prepared { rec, sig, rec_jcs, leaf_start, sig_jcs, dedup_raw, unverified, idkey, vault, probe: None })
     }
 
     /// Finds the key a signature names among the producer's keys (any ever
@@ -895,54 +899,58 @@ impl Ledger {
             commit: None,
             durable: batch.iter().any(|p| p.durable),
         };
-        let mut items = Vec::with_capacity(batch.iter().map(|p| p.items.len()).sum());
+        let mut items: Vec<Result<Prepared, AppendError>> = Vec::new();
         for p in batch {
             d.callers.push((p.slot, p.items.len()));
-            items.extend(p.items);
+            if items.is_empty() {
+                items = p.items;
+            } else {
+                items.extend(p.items);
+            }
         }
         // The signatures small calls left to the leader are verified as one
         // batch, before the write lock and while the previous commit's
         // fsync runs.
         verify_signatures(items.iter_mut());
-        let mut good = Vec::with_capacity(items.len());
-        let mut positions = Vec::with_capacity(items.len());
-        d.results.reserve(items.len());
-        for item in items {
-            match item {
-                Ok(item) => {
-                    positions.push(d.results.len());
-                    good.push(item);
-                    d.results.push(Err(AppendError::Malformed("record lost in commit".into())));
-                }
-                Err(e) => d.results.push(Err(e)),
-            }
-        }
+        let good: Vec<&Prepared> = items.iter().filter_map(|item| item.as_ref().ok()).collect();
         let mut w = lock(&self.inner.writer);
         let written = match self.inner.wal.as_ref().map_or(Ok(()), WalSync::check) {
             Err(failed) => Err(failed.into()),
             Ok(()) => self.commit_items(&mut w, &good),
         };
-        match written {
+        let mut stored = match written {
             Ok(r) => {
                 d.commit = self.inner.wal.as_ref().map(WalSync::written);
-                for (pos, r) in positions.into_iter().zip(r) {
-                    d.results[pos] = r;
-                }
+                Ok(r.into_iter())
             }
             Err(e) => {
                 // Roll back our view too: reload from the database next time.
                 w.frontier = None;
                 w.ids.reset();
-                let msg = format!("{e:#}");
-                for pos in positions {
-                    d.results[pos] = Err(AppendError::Store(StoreError::Corrupt(msg.clone())));
-                }
+                Err(format!("{e:#}"))
             }
+        };
+        drop((w, good));
+        d.results = items
+            .iter_mut()
+            .map(|item| match (item, &mut stored) {
+                // Taken out without allocating; `items` is only dropped now.
+                (Err(e), _) => Err(std::mem::replace(e, AppendError::Malformed(String::new()))),
+                (Ok(_), Ok(r)) => {
+                    r.next().unwrap_or_else(|| Err(AppendError::Malformed("record lost in commit".into())))
+                }
+                (Ok(_), Err(msg)) => Err(AppendError::Store(StoreError::Corrupt(msg.clone()))),
+            })
+            .collect();
+        // Freeing a large chunk's records (allocated by the threads that
+        // prepared them) is left to the pool, off the writer's path.
+        if items.len() >= DEFER_BELOW {
+            rayon::spawn(move || drop(items));
         }
         d
     }
 
-    fn commit_items(&self, w: &mut Writer, items: &[Prepared]) -> Result<Results, StoreError> {
+    fn commit_items(&self, w: &mut Writer, items: &[&Prepared]) -> Result<Results, StoreError> {
         let opts = &self.inner.opts;
         let Writer { conn, frontier, keys, ids } = w;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -982,6 +990,7 @@ impl Ledger {
         // Probes of the merged level made before the lock, if still current.
         let epoch = if items.iter().any(|p| p.probe.is_some()) { Some(idindex::Epoch::read(&tx)?) } else { None };
         let mut current: Vec<(*const idindex::Probe, bool)> = Vec::new();
+        let mut leaf = Vec::new();
         {
             let mut find = tx.prepare_cached("SELECT ts, leaf FROM entries WHERE seq = ?1")?;
             let mut ins = tx.prepare_cached("INSERT INTO entries (seq, ts, idkey, leaf) VALUES (?1, ?2, ?3, ?4)")?;
@@ -1058,7 +1067,7 @@ impl Ledger {
                     continue;
                 }
                 let seq = front_work.range.size();
-                let leaf = evident_verify::leaf::leaf_bytes_from_parts(seq, &ts_s, &p.rec_jcs, p.sig_jcs.as_deref());
+                let lh = p.leaf_start.finish(seq, &ts_s, &p.rec_jcs, p.sig_jcs.as_deref(), &mut leaf);
                 if leaf.len() > evident_verify::leaf::MAX_LEAF_BYTES {
                     out.push(Err(AppendError::Record(evident_verify::leaf::LeafError::TooLarge(leaf.len()))));
                     continue;
@@ -1078,8 +1087,7 @@ impl Ledger {
                     tx.execute("INSERT INTO key_events (seq) VALUES (?1)", [to_i64(seq)?])?;
                     keys_changed = true;
                 }
-                let lh = leaf_hash(&leaf);
-                ins.execute(params![to_i64(seq)?, ts_val, p.idkey, leaf])?;
+                ins.execute(params![to_i64(seq)?, ts_val, p.idkey, &leaf[..]])?;
                 ids_pending.push(p.idkey, seq);
                 for (level, idx, row) in front_work.push(lh) {
                     let blob: Vec<u8> = row.iter().flat_map(|h| h.0).collect();

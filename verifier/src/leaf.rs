@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+use crate::hash::Hash;
 use crate::note::{SignerKey, VerifierKey};
 use crate::ts::Timestamp;
 
@@ -290,11 +291,57 @@ fn write_display(out: &mut Vec<u8>, v: &impl std::fmt::Display) {
 pub fn leaf_bytes_from_parts(seq: u64, ts: &str, rec_jcs: &[u8], sig_jcs: Option<&[u8]>) -> Vec<u8> {
     debug_assert!(seq <= 1 << 53);
     let mut out = Vec::with_capacity(rec_jcs.len() + sig_jcs.map_or(0, <[u8]>::len) + 64);
-    out.extend_from_slice(b"{\"rec\":");
+    out.extend_from_slice(LEAF_HEAD);
     out.extend_from_slice(rec_jcs);
     write_after_rec(&mut out, seq, ts, sig_jcs.map(|s| move |o: &mut Vec<u8>| o.extend_from_slice(s)));
     out
 }
+
+/// A leaf's RFC 9162 hash, begun before the entry's `seq` and `ts` are
+/// known. The leaf bytes start with `{"rec":` and JCS(rec), usually most of
+/// the leaf: SHA-256 can consume that part wherever the record is prepared,
+/// and [`LeafStart::finish`] hashes only the envelope's tail once the
+/// ledger assigns `seq` and `ts`. Equal to [`crate::hash::leaf_hash`] of
+/// [`leaf_bytes_from_parts`] on the same parts.
+#[derive(Clone)]
+pub struct LeafStart(sha2::Sha256);
+
+impl LeafStart {
+    /// Hashes the leaf's head: the RFC 9162 leaf prefix 0x00, `{"rec":`
+    /// and `rec_jcs`.
+    pub fn new(rec_jcs: &[u8]) -> LeafStart {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update([0x00]);
+        h.update(LEAF_HEAD);
+        h.update(rec_jcs);
+        LeafStart(h)
+    }
+
+    /// Writes the leaf bytes into `out` (cleared first; reuse it across
+    /// leaves) and returns their hash. `rec_jcs` must be what
+    /// [`LeafStart::new`] was given.
+    pub fn finish(&self, seq: u64, ts: &str, rec_jcs: &[u8], sig_jcs: Option<&[u8]>, out: &mut Vec<u8>) -> Hash {
+        use sha2::Digest as _;
+        debug_assert!(seq <= 1 << 53);
+        out.clear();
+        out.extend_from_slice(LEAF_HEAD);
+        out.extend_from_slice(rec_jcs);
+        write_after_rec(out, seq, ts, sig_jcs.map(|s| move |o: &mut Vec<u8>| o.extend_from_slice(s)));
+        let mut h = self.0.clone();
+        h.update(&out[LEAF_HEAD.len() + rec_jcs.len()..]);
+        Hash(h.finalize().into())
+    }
+}
+
+impl std::fmt::Debug for LeafStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeafStart")
+    }
+}
+
+/// How every leaf begins.
+const LEAF_HEAD: &[u8] = b"{\"rec\":";
 
 /// The envelope members after `rec`, in JCS order (`seq`, `sig`, `ts`,
 /// `v`), and the closing brace; `sig` writes JCS(sig).
@@ -660,6 +707,27 @@ mod tests {
             assert_eq!(decode_sig(c), reference(c), "{c:?}");
         }
         assert!(decode_sig(&good).is_ok());
+    }
+
+    /// A leaf hash begun on JCS(rec) and finished with the envelope's tail
+    /// equals the hash of the whole leaf, and the bytes written equal
+    /// `leaf_bytes_from_parts`, for records of every length around SHA-256's
+    /// 64-byte blocks, with and without a signature, into a reused buffer.
+    #[test]
+    fn a_leaf_hash_begun_on_the_record_equals_the_whole_leafs() {
+        let sig = br#"{"ed25519":"c2ln","key":"deploy-bot+0a1b2c3d"}"#;
+        let mut out = b"left over from the previous leaf".to_vec();
+        for len in 0..300usize {
+            let rec_jcs = format!(r#"{{"id":"{}"}}"#, "x".repeat(len));
+            let start = LeafStart::new(rec_jcs.as_bytes());
+            for (seq, sig_jcs) in [(0u64, None), (len as u64 * 977, Some(&sig[..])), (1 << 53, Some(&sig[..]))] {
+                let ts = "2026-11-21T09:30:12.000001Z";
+                let want = leaf_bytes_from_parts(seq, ts, rec_jcs.as_bytes(), sig_jcs);
+                let hash = start.finish(seq, ts, rec_jcs.as_bytes(), sig_jcs, &mut out);
+                assert_eq!(out, want, "record of {len} bytes, seq {seq}");
+                assert_eq!(hash, crate::hash::leaf_hash(&want), "record of {len} bytes, seq {seq}");
+            }
+        }
     }
 
     fn rec() -> Record {
