@@ -184,11 +184,6 @@ impl Levels {
         let v: Vec<String> = self.0.iter().map(u64::to_string).collect();
         set_meta(conn, LEVELS_KEY, Some(&v.join(" ")))
     }
-
-    /// The levels of `ids_deep` (2 and up).
-    fn deep(&self) -> std::ops::RangeInclusive<i64> {
-        2..=self.0.len() as i64
-    }
 }
 
 /// A compaction of one merged level into the next (the meta row
@@ -226,15 +221,32 @@ impl Compaction {
     }
 }
 
-/// The seqs of `idkey` in every merged level, appended to `out`.
-fn merged_seqs(conn: &Connection, levels: &Levels, idkey: i64, out: &mut Vec<u64>) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT seq FROM ids WHERE idkey = ?1")?;
-    for seq in stmt.query_map([idkey], |r| r.get::<_, i64>(0))? {
-        out.push(to_u64(seq?)?);
-    }
-    if levels.0.len() > 1 {
-        let mut stmt = conn.prepare_cached("SELECT seq FROM ids_deep WHERE level = ?1 AND idkey = ?2")?;
-        for level in levels.deep() {
+/// The merged levels a lookup must search: every level whose count is not
+/// zero, and the levels rows are entering before they are counted (counts
+/// change when a merge or compaction ends): level 1 while a merge runs, and
+/// the level a compaction fills. A count is never below the rows its level
+/// holds (a row merged twice after a crash counts twice; a compaction
+/// subtracts only the rows it moved), so every other level is empty, and
+/// a new ledger's lookups (nothing merged before 65,536 entries) read no
+/// B-tree at all.
+fn levels_to_search(conn: &Connection, levels: &Levels, merging: bool) -> Result<Vec<i64>, StoreError> {
+    let filling = Compaction::read(conn)?.map(|c| c.from + 1);
+    Ok((1..=levels.0.len().max(1) as i64)
+        .filter(|&l| levels.0.get(l as usize - 1).is_none_or(|&n| n > 0) || (l == 1 && merging) || filling == Some(l))
+        .chain(filling.filter(|&l| l > levels.0.len().max(1) as i64))
+        .collect())
+}
+
+/// The seqs of `idkey` in the merged levels `search`, appended to `out`.
+fn merged_seqs(conn: &Connection, search: &[i64], idkey: i64, out: &mut Vec<u64>) -> Result<(), StoreError> {
+    for &level in search {
+        if level == 1 {
+            let mut stmt = conn.prepare_cached("SELECT seq FROM ids WHERE idkey = ?1")?;
+            for seq in stmt.query_map([idkey], |r| r.get::<_, i64>(0))? {
+                out.push(to_u64(seq?)?);
+            }
+        } else {
+            let mut stmt = conn.prepare_cached("SELECT seq FROM ids_deep WHERE level = ?1 AND idkey = ?2")?;
             for seq in stmt.query_map([level, idkey], |r| r.get::<_, i64>(0))? {
                 out.push(to_u64(seq?)?);
             }
@@ -282,11 +294,11 @@ impl Probe {
     /// the epoch and the rows are one snapshot.
     pub fn read(conn: &Connection, idkeys: impl Iterator<Item = i64>) -> Result<Probe, StoreError> {
         let epoch = Epoch::read(conn)?;
-        let levels = Levels::read(conn)?;
+        let search = levels_to_search(conn, &Levels::read(conn)?, epoch.merge.is_some())?;
         let mut found: HashMap<i64, Vec<u64>> = HashMap::new();
         let mut seqs = Vec::new();
         for idkey in idkeys {
-            merged_seqs(conn, &levels, idkey, &mut seqs)?;
+            merged_seqs(conn, &search, idkey, &mut seqs)?;
             if !seqs.is_empty() {
                 found.entry(idkey).or_default().append(&mut seqs);
             }
@@ -392,6 +404,9 @@ pub(crate) struct IdIndex {
     scanned: Option<HashMap<i64, Vec<u64>>>,
     /// The merged levels, as of the commit's [`IdIndex::sync`].
     levels: Levels,
+    /// Those of them a lookup searches ([`levels_to_search`]), as of the
+    /// same.
+    search: Vec<i64>,
 }
 
 /// What a commit does to the in-memory set once it is durable.
@@ -419,6 +434,7 @@ impl IdIndex {
             commits: 0,
             scanned: None,
             levels: Levels::default(),
+            search: Vec::new(),
         }
     }
 
@@ -448,6 +464,8 @@ impl IdIndex {
     pub fn sync(&mut self, conn: &Connection, size: u64, idkeys: impl Iterator<Item = i64>) -> Result<(), StoreError> {
         self.scanned = None;
         self.levels = Levels::read(conn)?;
+        let merge = Merge::read(conn)?;
+        self.search = levels_to_search(conn, &self.levels, merge != Merge::Idle)?;
         let from = match self.upto {
             Some(u) if u <= size => u,
             _ => {
@@ -459,7 +477,7 @@ impl IdIndex {
             self.upto = Some(size);
             return Ok(());
         }
-        let scan = from == 0 && self.commits == 0 && !matches!(Merge::read(conn)?, Merge::Copying { .. });
+        let scan = from == 0 && self.commits == 0 && !matches!(merge, Merge::Copying { .. });
         let want: HashSet<i64> = if scan { idkeys.collect() } else { HashSet::new() };
         let mut found: HashMap<i64, Vec<u64>> = HashMap::new();
         let mut take = |rows: &mut RowSet, idkey: i64, seq: u64| {
@@ -525,7 +543,7 @@ impl IdIndex {
         };
         match probed {
             Some(p) => out.extend(p.found.get(&idkey).into_iter().flatten()),
-            None => merged_seqs(conn, &self.levels, idkey, &mut out)?,
+            None => merged_seqs(conn, &self.search, idkey, &mut out)?,
         }
         if out.len() > 1 {
             out.sort_unstable();
@@ -869,7 +887,7 @@ fn mix(mut z: u64) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::{Epoch, IdIndex, Pending, Probe, RowSet};
+    use super::{Compaction, Epoch, IdIndex, Levels, Merge, Pending, Probe, RowSet, levels_to_search};
     use crate::store::{self, Synchronous};
     use rusqlite::Connection;
 
@@ -913,6 +931,42 @@ mod tests {
         let current = probe.current(&Epoch::read(&tx).expect("epoch"));
         let found = idx.candidates(&tx, idkey, current.then_some(probe)).expect("candidates");
         (current, found)
+    }
+
+    /// The levels searched as a ledger grows: none while nothing is merged
+    /// (a new ledger's lookups read no B-tree), level 1 from the first
+    /// merge's start (its rows enter uncounted), and a deeper level from the
+    /// start of the compaction that fills it, before its count moves.
+    #[test]
+    fn lookups_search_exactly_the_levels_that_may_hold_rows() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut conn = store::open_connection(&dir.path().join("t.db"), Synchronous::Normal).expect("open");
+        store::migrate(&mut conn).expect("migrate");
+        let mut idx = IdIndex::new(1);
+        let mut size = 0;
+        let searched = |c: &Connection| {
+            let merging = Merge::read(c).expect("merge") != Merge::Idle;
+            levels_to_search(c, &Levels::read(c).expect("levels"), merging).expect("levels to search")
+        };
+        let mut next = 1;
+        while phase(&conn) == "idle" {
+            assert_eq!(searched(&conn), Vec::<i64>::new(), "nothing merged yet, at size {size}");
+            commit(&mut conn, &mut idx, &mut size, &[next]);
+            next += 1;
+        }
+        assert_eq!(Levels::read(&conn).expect("levels").0, vec![0], "the first merge is not counted yet");
+        assert_eq!(searched(&conn), vec![1], "level 1 is searched while its first merge runs");
+        while Compaction::read(&conn).expect("compaction").is_none() {
+            commit(&mut conn, &mut idx, &mut size, &[next]);
+            next += 1;
+            assert!(searched(&conn).contains(&1));
+        }
+        let counts = Levels::read(&conn).expect("levels").0;
+        assert_eq!(counts.get(1).copied().unwrap_or(0), 0, "level 2 is not counted yet: {counts:?}");
+        assert!(searched(&conn).contains(&2), "but it is searched while a compaction fills it");
+        // Each probe and commit lookup uses the same rule.
+        let p = probe(&conn, 1);
+        assert_eq!(p.found.get(&1), Some(&vec![0]), "idkey 1 (seq 0), wherever it is now");
     }
 
     /// A probe of the merged level made outside the lock is used only while
