@@ -269,21 +269,27 @@ fn many_threads_share_commits() {
 }
 
 /// The chunks of a pipelined batch cover it exactly and in order, start
-/// small, grow to the cap on a large batch (with signatures the largest;
-/// without, an eighth of the batch within bounds), and end small.
+/// small (with signatures, at a quarter of the batch within bounds), grow
+/// to the cap on a large batch (with signatures the largest; without, an
+/// eighth of the batch within bounds), and end small.
 #[test]
 fn pipelined_chunks_cover_the_batch_and_start_and_end_small() {
     use evident_ledger::ledger::{
-        PIPELINE_ABOVE, PIPELINE_CHUNK, PIPELINE_FIRST, PIPELINE_UNSIGNED_CAP_MIN, chunk_cap, chunk_size,
+        PIPELINE_ABOVE, PIPELINE_CHUNK, PIPELINE_FIRST, PIPELINE_FIRST_SIGNED, PIPELINE_UNSIGNED_CAP_MIN, chunk_cap,
+        chunk_size, first_chunk,
     };
+    assert_eq!(first_chunk(10_000, false), PIPELINE_FIRST);
+    assert_eq!(first_chunk(10_000, true), PIPELINE_FIRST_SIGNED);
+    assert_eq!(first_chunk(3_000, true), 750);
+    assert_eq!(first_chunk(PIPELINE_ABOVE + 1, true), PIPELINE_FIRST);
     assert_eq!(chunk_cap(10_000, true), PIPELINE_CHUNK);
     assert_eq!(chunk_cap(10_000, false), 1250);
     assert_eq!(chunk_cap(PIPELINE_ABOVE + 1, false), PIPELINE_UNSIGNED_CAP_MIN);
     assert_eq!(chunk_cap(1_000_000, false), PIPELINE_CHUNK);
     for verifying in [true, false] {
         for n in (PIPELINE_ABOVE + 1..=60_000).step_by(997).chain([PIPELINE_ABOVE + 1, 8 * PIPELINE_CHUNK]) {
-            let cap = chunk_cap(n, verifying);
-            let (mut left, mut ramp, mut sizes) = (n, PIPELINE_FIRST, Vec::new());
+            let (cap, first) = (chunk_cap(n, verifying), first_chunk(n, verifying));
+            let (mut left, mut ramp, mut sizes) = (n, first, Vec::new());
             while left > 0 {
                 let size = chunk_size(ramp, left);
                 assert!((1..=cap).contains(&size), "n {n}: chunk of {size}");
@@ -292,7 +298,8 @@ fn pipelined_chunks_cover_the_batch_and_start_and_end_small() {
                 ramp = (ramp * 2).min(cap);
             }
             assert_eq!(sizes.iter().sum::<usize>(), n);
-            assert_eq!(sizes[0], PIPELINE_FIRST, "n {n}: {sizes:?}");
+            assert_eq!(sizes[0], first, "n {n}: {sizes:?}");
+            assert!((PIPELINE_FIRST..=PIPELINE_FIRST_SIGNED).contains(&first), "n {n}: first {first}");
             assert!(*sizes.last().expect("a chunk") <= PIPELINE_FIRST, "n {n}: {sizes:?}");
             if n >= 4 * cap {
                 assert!(sizes.contains(&cap), "n {n}, signed {verifying}: {sizes:?}");
