@@ -63,8 +63,8 @@ pub const PIPELINE_FIRST_SIGNED: usize = 2048;
 const DEFER_BELOW: usize = 64;
 /// The next chunk of a pipelined batch, `left` records before it and
 /// `ramp` the size the chunks have grown to ([`first_chunk`], doubled
-/// after each chunk up to [`chunk_cap`]). The first chunk is small, so
-/// that writing starts early; chunks then grow, so that each spreads its
+/// after each chunk up to [`chunk_cap`]). Without signatures the first
+/// chunk is small, so that writing starts early; chunks then grow, so that each spreads its
 /// signature batches evenly over the cores and fewer commits are made
 /// (50,000 signed records: median 0.73 s against 0.81 s with chunks of
 /// 1,024, 30 runs each); and the last ones halve, so that the writer's final
@@ -74,16 +74,17 @@ pub fn chunk_size(ramp: usize, left: usize) -> usize {
 }
 
 /// The first chunk of a pipelined batch of `records` records. Without
-/// signatures, [`PIPELINE_FIRST`]: the writer, a stage of its own on a
-/// core of its own, starts early (512 was slower in 6 of 8 alternating
-/// pairs of 10,000 records). With signatures, a quarter of the batch
-/// within [[`PIPELINE_FIRST`], [`PIPELINE_FIRST_SIGNED`]]: verification
-/// is the bottleneck and keeps both cores busy from the first chunk on,
-/// so small chunks only add batches of a few hundred signatures and a
-/// wait for the slower core at the end of each (2,048 against 256:
-/// 10,000 signed records +14% to +16%, faster in 8 of 8 and 6 of 6 pairs
-/// against 512 and 1,024 as well; 50,000 +8%, 4 of 5; 3,000 with 1,024
-/// +6%, 5 of 6; 4,096 no better than 2,048).
+/// signatures, [`PIPELINE_FIRST`]: the writer, a stage of its own, starts
+/// early (512 was slower in 6 of 8 alternating pairs of 10,000 records).
+/// With signatures, a quarter of the batch within
+/// [[`PIPELINE_FIRST`], [`PIPELINE_FIRST_SIGNED`]]: verification is the
+/// bottleneck and keeps both cores busy from the first chunk on, so small
+/// chunks only add batches of a few hundred signatures and a wait for the
+/// slower core at the end of each. 10,000 signed records, the first chunk
+/// set by hand: 512 against 256 +14.5% (faster in 8 of 8 alternating
+/// pairs), 1,024 against 512 +7% (7 of 8), 2,048 against 1,024 +12%
+/// (5 of 6), 4,096 against 2,048 even (2 of 6); this rule against 256:
+/// +5% and +10% (12 of 16), and +8% on 50,000 records (4 of 5).
 pub fn first_chunk(records: usize, verifying: bool) -> usize {
     if verifying { (records / 4).clamp(PIPELINE_FIRST, PIPELINE_FIRST_SIGNED) } else { PIPELINE_FIRST }
 }

@@ -304,7 +304,11 @@ pub fn leaf_bytes_from_parts(seq: u64, ts: &str, rec_jcs: &[u8], sig_jcs: Option
 /// ledger assigns `seq` and `ts`. Equal to [`crate::hash::leaf_hash`] of
 /// [`leaf_bytes_from_parts`] on the same parts.
 #[derive(Clone)]
-pub struct LeafStart(sha2::Sha256);
+pub struct LeafStart {
+    hash: sha2::Sha256,
+    /// Length of the JCS(rec) hashed, to catch a mismatched `finish`.
+    rec_len: usize,
+}
 
 impl LeafStart {
     /// Hashes the leaf's head: the RFC 9162 leaf prefix 0x00, `{"rec":`
@@ -315,7 +319,7 @@ impl LeafStart {
         h.update([0x00]);
         h.update(LEAF_HEAD);
         h.update(rec_jcs);
-        LeafStart(h)
+        LeafStart { hash: h, rec_len: rec_jcs.len() }
     }
 
     /// Writes the leaf bytes into `out` (cleared first; reuse it across
@@ -324,11 +328,12 @@ impl LeafStart {
     pub fn finish(&self, seq: u64, ts: &str, rec_jcs: &[u8], sig_jcs: Option<&[u8]>, out: &mut Vec<u8>) -> Hash {
         use sha2::Digest as _;
         debug_assert!(seq <= 1 << 53);
+        debug_assert_eq!(rec_jcs.len(), self.rec_len, "finish is given the record LeafStart::new hashed");
         out.clear();
         out.extend_from_slice(LEAF_HEAD);
         out.extend_from_slice(rec_jcs);
         write_after_rec(out, seq, ts, sig_jcs.map(|s| move |o: &mut Vec<u8>| o.extend_from_slice(s)));
-        let mut h = self.0.clone();
+        let mut h = self.hash.clone();
         h.update(&out[LEAF_HEAD.len() + rec_jcs.len()..]);
         Hash(h.finalize().into())
     }
