@@ -291,10 +291,15 @@ fn write_display(out: &mut Vec<u8>, v: &impl std::fmt::Display) {
 pub fn leaf_bytes_from_parts(seq: u64, ts: &str, rec_jcs: &[u8], sig_jcs: Option<&[u8]>) -> Vec<u8> {
     debug_assert!(seq <= 1 << 53);
     let mut out = Vec::with_capacity(rec_jcs.len() + sig_jcs.map_or(0, <[u8]>::len) + 64);
+    write_leaf(&mut out, seq, ts, rec_jcs, sig_jcs);
+    out
+}
+
+/// Appends the leaf bytes of [`leaf_bytes_from_parts`] to `out`.
+fn write_leaf(out: &mut Vec<u8>, seq: u64, ts: &str, rec_jcs: &[u8], sig_jcs: Option<&[u8]>) {
     out.extend_from_slice(LEAF_HEAD);
     out.extend_from_slice(rec_jcs);
-    write_after_rec(&mut out, seq, ts, sig_jcs.map(|s| move |o: &mut Vec<u8>| o.extend_from_slice(s)));
-    out
+    write_after_rec(out, seq, ts, sig_jcs.map(|s| move |o: &mut Vec<u8>| o.extend_from_slice(s)));
 }
 
 /// A leaf's RFC 9162 hash, begun before the entry's `seq` and `ts` are
@@ -330,9 +335,7 @@ impl LeafStart {
         debug_assert!(seq <= 1 << 53);
         debug_assert_eq!(rec_jcs.len(), self.rec_len, "finish is given the record LeafStart::new hashed");
         out.clear();
-        out.extend_from_slice(LEAF_HEAD);
-        out.extend_from_slice(rec_jcs);
-        write_after_rec(out, seq, ts, sig_jcs.map(|s| move |o: &mut Vec<u8>| o.extend_from_slice(s)));
+        write_leaf(out, seq, ts, rec_jcs, sig_jcs);
         let mut h = self.hash.clone();
         h.update(&out[LEAF_HEAD.len() + rec_jcs.len()..]);
         Hash(h.finalize().into())
