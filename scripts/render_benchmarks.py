@@ -114,6 +114,15 @@ def main():
         r = est("checkpoint", name)
         if r:
             w(f"| {label} | {fmt_time(r['ns'])} | | | | |")
+    one, strict = est("signatures", "evident_single"), est("signatures", "dalek_verify_strict_single")
+    if one and strict:
+        w(f"| verify one producer signature (`sig::verify`, ZIP-215 cofactored, strict encodings) | {fmt_time(one['ns'])} "
+          f"| ed25519-dalek `verify_strict`: {fmt_time(strict['ns'])} | {one['ns'] / strict['ns']:.2f}× | | |")
+    for n in (5, 64):
+        ours, theirs = est("signatures", f"evident_batch_{n}"), est("signatures", f"dalek_verify_batch_{n}")
+        if ours and theirs:
+            w(f"| verify a batch of {n} producer signatures (`sig::verify_many`), per signature | {fmt_time(ours['ns'] / n)} "
+              f"| ed25519-dalek `verify_batch`: {fmt_time(theirs['ns'] / n)} | {ours['ns'] / theirs['ns']:.2f}× | | |")
     w("")
 
     # Ledger.

@@ -9,7 +9,8 @@ use evident_verify::hash::{Hash, TreeHead, leaf_hash, node_hash};
 use evident_verify::merkle::{
     CompactRange, NodeId, NodeSource, prove_consistency, prove_inclusion, root_at, verify_consistency, verify_inclusion,
 };
-use evident_verify::note::SignerKey;
+use evident_verify::note::{SignerKey, VerifierKey};
+use evident_verify::sig;
 use sha2::{Digest, Sha256};
 
 /// A tree of any size whose leaves are all equal, so that every perfect
@@ -113,5 +114,37 @@ fn checkpoints(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, baseline, compact_range, proofs, checkpoints);
+/// Producer signatures: one, and per signature in batches of 5 (the
+/// 16-thread leader's typical call) and 64, each next to ed25519-dalek on
+/// the same signatures in the same run (`verify_strict` for one,
+/// `verify_batch` for a batch). All on the calling thread.
+fn signatures(c: &mut Criterion) {
+    let key = SignerKey::from_seed("deploy-bot", &[2; 32]).expect("name");
+    let vk = key.verifier();
+    let msgs: Vec<Vec<u8>> =
+        (0..64).map(|i| format!("{{\"id\":\"rec-{i:08}\",\"x\":\"{}\"}}", "y".repeat(440)).into_bytes()).collect();
+    let sigs: Vec<[u8; 64]> = msgs.iter().map(|m| key.sign(m)).collect();
+    let dalek_sigs: Vec<ed25519_dalek::Signature> = sigs.iter().map(ed25519_dalek::Signature::from_bytes).collect();
+    let mut g = c.benchmark_group("signatures");
+    g.bench_function("evident_single", |b| b.iter(|| sig::verify(&vk, black_box(&msgs[0]), &sigs[0])));
+    g.bench_function("dalek_verify_strict_single", |b| {
+        b.iter(|| vk.key().verify_strict(black_box(&msgs[0]), &dalek_sigs[0]).is_ok())
+    });
+    for n in [5usize, 64] {
+        let items: Vec<(&VerifierKey, &[u8], &[u8; 64])> =
+            msgs[..n].iter().zip(&sigs).map(|(m, s)| (&vk, m.as_slice(), s)).collect();
+        let refs: Vec<&[u8]> = msgs[..n].iter().map(Vec::as_slice).collect();
+        let keys = vec![*vk.key(); n];
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(format!("evident_batch_{n}"), |b| {
+            b.iter(|| assert!(sig::verify_many(black_box(&items)).iter().all(|ok| *ok)))
+        });
+        g.bench_function(format!("dalek_verify_batch_{n}"), |b| {
+            b.iter(|| ed25519_dalek::verify_batch(black_box(&refs), &dalek_sigs[..n], &keys).is_ok())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, baseline, compact_range, proofs, checkpoints, signatures);
 criterion_main!(benches);
