@@ -1,7 +1,7 @@
 //! The idempotency index: which entries may hold a given `(producer, id)`.
 //!
 //! ## Why levels
-//! The index is keyed by [`store::idkey`], a hash, so one B-tree over all
+//! The index is keyed by [`crate::store::idkey`], a hash, so one B-tree over all
 //! entries puts every insert on a random page. In a 10M-entry ledger that
 //! page is almost never dirty already, and each record cost a 16 KiB page
 //! written to the WAL and again at checkpoint: 32.6 KB written per ~600-byte
@@ -22,13 +22,13 @@
 //! - `ids_deep(level, idkey, seq)`: merged levels 2, 3, …, each a key
 //!   range of one B-tree, each [`LEVEL_RATIO`] times larger than the one
 //!   above it. A level past its size is compacted into the next
-//!   ([`Compaction`]).
+//!   (`Compaction`).
 //!
 //! A lookup takes the candidates of every level (one B-tree search per
 //! merged level: 1 up to 9M entries, 3 at 100M) and the caller compares
 //! the stored records: the hash only narrows the search. A batch of 64
 //! records or more reads the merged levels' before it takes the write lock
-//! ([`Probe`]); the commit reads them again only if a merge may have moved
+//! (`Probe`); the commit reads them again only if a merge may have moved
 //! rows out of `recent` since.
 //!
 //! ## Merging

@@ -31,7 +31,7 @@ pub enum DetectorAction {
     Refuse,
     /// Replace the match by an inline commitment `{{commit:<base64>}}` and
     /// keep the value in the vault. Only possible before signing: the
-    /// library's [`Signer`] does it for signed records, the ledger for
+    /// library's [`crate::Signer`] does it for signed records, the ledger for
     /// unsigned ones.
     Commit,
     /// Do not run this detector.
